@@ -535,16 +535,31 @@ def _slices(lines: Iterator[bytes], size: int) -> Iterator[bytes]:
         yield pending
 
 
+def _model_environment(fmt: str) -> dict[str, str]:
+    """What real deployments of each format set (detection reads it)."""
+    if fmt.startswith("tgi"):
+        env = {"HF_MODEL_ID": "HuggingFaceTB/SmolLM2-135M-Instruct", "SM_NUM_GPUS": "1"}
+        if fmt == "tgi-messages":
+            env["MESSAGES_API_ENABLED"] = "true"
+        return env
+    if fmt.startswith("lmi"):
+        return {"HF_MODEL_ID": "HuggingFaceTB/SmolLM2-135M-Instruct", "OPTION_ROLLING_BATCH": "vllm"}
+    return {"SAGEMAKER_PROGRAM": "inference.py"}
+
+
 def _control_plane_answer(server: LocalEndpoint, op: str, request: dict) -> dict:
     config = server.config
     arn = f"arn:aws:sagemaker:{config.region}:{config.account}"
     specs = {ep.spec.name: ep for ep in server._endpoints.values()}
 
+    def model_name(ep: _Endpoint) -> str:
+        return f"{ep.container.model_name}-{ep.spec.name}"
+
     def find(name: str, kind: str) -> _Endpoint:
-        base = name.removesuffix("-config").removesuffix("-model")
-        if base not in specs:
-            raise ApiError(400, "ValidationException", f'Could not find {kind} "{name}".')
-        return specs[base]
+        for ep in specs.values():
+            if name in (ep.spec.name, f"{ep.spec.name}-config", model_name(ep)):
+                return ep
+        raise ApiError(400, "ValidationException", f'Could not find {kind} "{name}".')
 
     if op == "ListEndpoints":
         items = [
@@ -574,7 +589,7 @@ def _control_plane_answer(server: LocalEndpoint, op: str, request: dict) -> dict
             "EndpointConfigName": f"{name}-config", "EndpointConfigArn": f"{arn}:endpoint-config/{name}-config",
             "CreationTime": CREATED,
             "ProductionVariants": [
-                {"VariantName": v, "ModelName": f"{name}-model", "InstanceType": ep.spec.instance_type,
+                {"VariantName": v, "ModelName": model_name(ep), "InstanceType": ep.spec.instance_type,
                  "InitialInstanceCount": ep.spec.instance_count}
                 for v in ep.spec.variants
             ],
@@ -582,11 +597,11 @@ def _control_plane_answer(server: LocalEndpoint, op: str, request: dict) -> dict
     if op == "DescribeModel":
         ep = find(request["ModelName"], "model")
         return {
-            "ModelName": f"{ep.spec.name}-model", "ModelArn": f"{arn}:model/{ep.spec.name}-model",
+            "ModelName": model_name(ep), "ModelArn": f"{arn}:model/{model_name(ep)}",
             "CreationTime": CREATED, "ExecutionRoleArn": f"arn:aws:iam::{config.account}:role/local",
             "PrimaryContainer": {
                 "Image": ep.container.image,
-                "Environment": {"SM_MODEL_NAME": ep.container.model_name, "SM_FORMAT": ep.spec.format},
+                "Environment": _model_environment(ep.spec.format),
             },
         }
     if op == "ListInferenceComponents":

@@ -1,0 +1,222 @@
+"""The project's exceptions, each with a one-paragraph ``explain()`` for people.
+
+botocore's exceptions are translated once, by :func:`translate`; the original stays in
+``__cause__``. No message ever carries a secret: they are built from error codes, endpoint
+names and the service's own messages, never from request credentials.
+"""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import quote
+
+BODY_PREVIEW = 500
+
+
+class SageMakerError(Exception):
+    """Base of every sm_magic error. ``explain()`` is what a notebook shows."""
+
+    retryable = False
+
+    def __init__(self, message: str, *, endpoint: str | None = None, hint: str = ""):
+        super().__init__(message)
+        self.message = message
+        self.endpoint = endpoint
+        self.hint = hint
+
+    def explain(self) -> str:
+        """What went wrong and what to do, in one paragraph."""
+        return f"{self.message} {self.hint}".strip()
+
+
+class ConfigError(SageMakerError):
+    """Bad settings or arguments: unknown handler, bad JSON, missing template variables."""
+
+
+class CredentialsError(SageMakerError):
+    """No credentials, expired or rejected credentials, an unknown profile, no region."""
+
+
+class EndpointNotFound(SageMakerError):
+    """SageMaker answered ValidationError: the endpoint does not exist (in this account/region)."""
+
+
+class ValidationFailed(SageMakerError):
+    """SageMaker rejected the request (bad variant, inference component, body size...)."""
+
+
+class ModelError(SageMakerError):
+    """The container answered with an error (HTTP 424 from SageMaker)."""
+
+    def __init__(self, message: str, *, endpoint: str | None = None, original_status: int | None = None,
+                 original_message: str = "", log_stream_arn: str = "", hint: str = ""):
+        super().__init__(message, endpoint=endpoint, hint=hint)
+        self.original_status = original_status
+        self.original_message = original_message
+        self.log_stream_arn = log_stream_arn
+
+    @property
+    def cloudwatch_url(self) -> str | None:
+        """The CloudWatch console page of the endpoint's log group."""
+        match = re.match(r"arn:aws[\w-]*:logs:([\w-]+):\d+:log-group:([^:]+)", self.log_stream_arn or "")
+        if not match:
+            return None
+        region, group = match.groups()
+        encoded = quote(quote(group, safe=""), safe="").replace("%", "$")
+        return (f"https://{region}.console.aws.amazon.com/cloudwatch/home?region={region}"
+                f"#logsV2:log-groups/log-group/{encoded}")
+
+    def explain(self) -> str:
+        status = f" ({self.original_status})" if self.original_status else ""
+        text = f"The model behind endpoint '{self.endpoint}' failed{status}: {self.original_message or self.message}"
+        if self.cloudwatch_url:
+            text += f" Its logs: {self.cloudwatch_url}"
+        return f"{text} {self.hint}".strip()
+
+
+class Throttled(SageMakerError):
+    """ThrottlingException or ModelNotReadyException (HTTP 429), after botocore's retries."""
+
+    retryable = True
+
+
+class ServiceError(SageMakerError):
+    """SageMaker's own failure: 500 InternalFailure, 503 ServiceUnavailable, 530 dependency."""
+
+    retryable = True
+
+
+class ReadTimeout(SageMakerError):
+    """No answer within the client's read timeout."""
+
+    retryable = True
+
+
+class ConnectionFailed(SageMakerError):
+    """The endpoint URL could not be reached, or the connection broke."""
+
+    retryable = True
+
+
+class StreamError(SageMakerError):
+    """A streamed answer broke off; ``partial`` holds the text that arrived before."""
+
+    def __init__(self, message: str, *, endpoint: str | None = None, partial: str = "", hint: str = ""):
+        super().__init__(message, endpoint=endpoint, hint=hint)
+        self.partial = partial
+
+
+class HandlerError(SageMakerError):
+    """A content handler could not encode the request or decode the answer."""
+
+    def __init__(self, message: str, *, handler: str = "", body: bytes | None = None,
+                 endpoint: str | None = None, hint: str = ""):
+        super().__init__(message, endpoint=endpoint, hint=hint)
+        self.handler = handler
+        self.body = body
+
+    def explain(self) -> str:
+        text = f"Content handler '{self.handler}' failed: {self.message}"
+        if self.body is not None:
+            preview = self.body[:BODY_PREVIEW].decode("utf-8", "replace")
+            more = "…" if len(self.body) > BODY_PREVIEW else ""
+            text += f" The body began: {preview!r}{more}"
+        hint = self.hint or ("Check that the handler matches the container (see `%sagemaker handlers`, "
+                             "or try --handler auto).")
+        return f"{text} {hint}"
+
+
+_CREDENTIAL_CODES = {
+    "ExpiredTokenException", "ExpiredToken", "InvalidSignatureException", "UnrecognizedClientException",
+    "InvalidClientTokenId", "MissingAuthenticationTokenException", "AccessDeniedException",
+    "SignatureDoesNotMatch", "AccessDenied",
+}
+
+
+def translate(exc: BaseException, *, endpoint: str | None = None, region: str | None = None,
+              partial: str = "") -> SageMakerError:
+    """Map a botocore/boto3 exception to the project's type (the original becomes the cause)."""
+    from botocore import exceptions as bx
+    from botocore.eventstream import ParserError
+    from urllib3.exceptions import ProtocolError
+
+    if isinstance(exc, SageMakerError):
+        return exc
+    where = f" in region {region}" if region else ""
+    if isinstance(exc, bx.EventStreamError):
+        code = exc.response.get("Error", {}).get("Code", "StreamError")
+        message = exc.response.get("Error", {}).get("Message", str(exc))
+        return StreamError(
+            f"The stream from endpoint '{endpoint}' broke off ({code}: {message}).",
+            endpoint=endpoint, partial=partial,
+            hint="The text that arrived is kept; run the cell again to retry.",
+        )
+    if isinstance(exc, bx.ClientError):
+        error = exc.response.get("Error", {})
+        code, message = error.get("Code", ""), error.get("Message", str(exc))
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        if code == "ModelError":
+            return ModelError(
+                message, endpoint=endpoint, original_status=exc.response.get("OriginalStatusCode"),
+                original_message=exc.response.get("OriginalMessage", ""),
+                log_stream_arn=exc.response.get("LogStreamArn", ""),
+            )
+        if code in ("ValidationError", "ValidationException") and "not found" in message and "Endpoint" in message:
+            return EndpointNotFound(
+                f"Endpoint '{endpoint}' was not found{where}: {message}", endpoint=endpoint,
+                hint="Check the name and the region; `%sagemaker endpoints` lists the endpoints this session can see.",
+            )
+        if code in ("ValidationError", "ValidationException"):
+            return ValidationFailed(f"SageMaker rejected the request: {message}", endpoint=endpoint)
+        if code in ("ThrottlingException", "ModelNotReadyException", "TooManyRequestsException"):
+            what = "is still loading the model" if code == "ModelNotReadyException" else "is throttling requests"
+            return Throttled(
+                f"Endpoint '{endpoint}' {what} ({code}: {message}), and retries did not get through.",
+                endpoint=endpoint, hint="Wait a little and run again, or lower --concurrency.",
+            )
+        if code in _CREDENTIAL_CODES:
+            return CredentialsError(
+                f"AWS rejected the credentials ({code}: {message}).",
+                hint="Refresh them (e.g. `aws sso login`) or set the session again with `%sagemaker session`.",
+            )
+        if status and status >= 500:
+            return ServiceError(
+                f"SageMaker failed with {status} {code}: {message}", endpoint=endpoint,
+                hint="This is on the service side and usually passes; run again in a moment.",
+            )
+        return SageMakerError(f"{code or 'Error'}: {message}", endpoint=endpoint)
+    if isinstance(exc, bx.ReadTimeoutError):
+        return ReadTimeout(
+            f"Endpoint '{endpoint}' did not answer within the read timeout.", endpoint=endpoint,
+            hint="The model may be slow: raise the timeout with `%sagemaker config read_timeout=120`, "
+                 "or ask for fewer tokens.",
+        )
+    if isinstance(exc, bx.NoCredentialsError | bx.PartialCredentialsError | bx.CredentialRetrievalError):
+        return CredentialsError(
+            f"No usable AWS credentials were found ({exc}).",
+            hint="Set them with `%sagemaker session --profile NAME` (or --role-arn), "
+                 "or run against a local endpoint with `%sagemaker session --local URL`.",
+        )
+    if isinstance(exc, bx.ProfileNotFound):
+        return CredentialsError(f"{exc}.", hint="`aws configure list-profiles` shows the profiles you have.")
+    if isinstance(exc, bx.NoRegionError):
+        return CredentialsError(
+            "No AWS region is set.", hint="Set one with `%sagemaker session --region us-east-1`.")
+    if isinstance(exc, bx.ConnectionClosedError):
+        return ConnectionFailed(
+            f"Endpoint '{endpoint}' closed the connection before answering.", endpoint=endpoint,
+            hint="botocore retried; if it keeps happening, check the endpoint's health and logs.",
+        )
+    if isinstance(exc, bx.ResponseStreamingError | ParserError | ProtocolError):
+        return StreamError(
+            f"The connection to endpoint '{endpoint}' broke while the answer was arriving ({type(exc).__name__}).",
+            endpoint=endpoint, partial=partial, hint="The text that arrived is kept; run again to retry.",
+        )
+    if isinstance(exc, bx.EndpointConnectionError | bx.ConnectTimeoutError | bx.HTTPClientError):
+        return ConnectionFailed(
+            f"Could not reach the SageMaker runtime ({exc}).", endpoint=endpoint,
+            hint="Check the endpoint URL and network, or `%sagemaker session` to see where calls go.",
+        )
+    if isinstance(exc, bx.ParamValidationError):
+        return ConfigError(f"Invalid request parameters: {exc}", endpoint=endpoint)
+    return SageMakerError(f"{type(exc).__name__}: {exc}", endpoint=endpoint)

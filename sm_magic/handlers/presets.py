@@ -1,0 +1,313 @@
+"""Handlers for the container formats of SageMaker LLM endpoints (see docs/protocol in README).
+
+Model parameters use one vocabulary (``max_new_tokens``, ``temperature``, ``top_p``, ``stop``,
+``seed``, plus anything else passed through) and each preset renames them for its container.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from sm_magic.errors import HandlerError
+from sm_magic.handlers.base import JSONHandler, Output, Prompt, as_messages, as_text
+
+
+def _tgi_parameters(params: dict[str, Any], stop_key: str = "stop") -> dict[str, Any]:
+    out = {k: v for k, v in params.items() if v is not None}
+    if "stop" in out:
+        stop = out.pop("stop")
+        out[stop_key] = [stop] if isinstance(stop, str) else list(stop)
+    temperature = out.get("temperature")
+    if temperature is not None and temperature <= 0:
+        out.pop("temperature")  # TGI rejects 0: greedy decoding instead
+        out.setdefault("do_sample", False)
+    return out
+
+
+def _openai_usage(data: dict) -> dict[str, int] | None:
+    usage = data.get("usage")
+    return {k: v for k, v in usage.items() if isinstance(v, int)} if isinstance(usage, dict) else None
+
+
+def _tgi_usage(details: Any, prompt_tokens: int | None = None) -> dict[str, int] | None:
+    if not isinstance(details, dict) or "generated_tokens" not in details:
+        return None
+    return {"completion_tokens": details["generated_tokens"]}
+
+
+class TGI(JSONHandler):
+    """HuggingFace TGI: ``{"inputs", "parameters", "stream"}`` → ``[{"generated_text"}]``; SSE tokens."""
+
+    name = "tgi"
+
+    def encode(self, prompt: Prompt, params: dict[str, Any], stream: bool = False) -> bytes:
+        body: dict[str, Any] = {"inputs": as_text(prompt), "parameters": _tgi_parameters(params)}
+        if stream:
+            body["stream"] = True
+        return json.dumps(body).encode()
+
+    def decode(self, body: bytes) -> Output:
+        data = self.load(body)
+        item = data[0] if isinstance(data, list) and data else data
+        if not isinstance(item, dict) or not isinstance(item.get("generated_text"), str):
+            raise self.shape_error('[{"generated_text": ...}]', body)
+        details = item.get("details") or {}
+        return Output(item["generated_text"], _tgi_usage(details), details.get("finish_reason"))
+
+    def decode_event(self, payload: str) -> Output | None:
+        data = self.load(payload)
+        if isinstance(data, list):  # the container answered without streaming
+            return self.decode(payload.encode())
+        if not isinstance(data, dict):
+            raise self.shape_error('a {"token": ...} event', payload)
+        if "error" in data:
+            return Output(finish_reason="error", data=data["error"])
+        token = data.get("token")
+        if not isinstance(token, dict):
+            if isinstance(data.get("generated_text"), str):
+                return self.decode(payload.encode())
+            raise self.shape_error('a {"token": ...} event', payload)
+        details = data.get("details") or {}
+        text = "" if token.get("special") else token.get("text", "")
+        return Output(text, _tgi_usage(details), details.get("finish_reason"))
+
+
+class ChatCompletions(JSONHandler):
+    """OpenAI-style chat (TGI messages API, LMI chat): ``messages`` → ``choices[0].message``."""
+
+    name = "tgi-messages"
+    chat = True
+
+    def encode(self, prompt: Prompt, params: dict[str, Any], stream: bool = False) -> bytes:
+        body: dict[str, Any] = {"messages": as_messages(prompt)}
+        for key, value in params.items():
+            if value is None:
+                continue
+            if key == "max_new_tokens":
+                body["max_tokens"] = value
+            elif key == "stop":
+                body["stop"] = [value] if isinstance(value, str) else list(value)
+            else:
+                body[key] = value
+        if stream:
+            body["stream"] = True
+        return json.dumps(body).encode()
+
+    def decode(self, body: bytes) -> Output:
+        data = self.load(body)
+        try:
+            choice = data["choices"][0]
+            text = choice["message"]["content"] or ""
+        except (KeyError, IndexError, TypeError):
+            raise self.shape_error('{"choices": [{"message": {"content": ...}}]}', body) from None
+        return Output(text, _openai_usage(data), choice.get("finish_reason"))
+
+    def decode_event(self, payload: str) -> Output | None:
+        data = self.load(payload)
+        if not isinstance(data, dict) or not isinstance(data.get("choices"), list):
+            if isinstance(data, dict) and "error" in data:
+                return Output(finish_reason="error", data=data["error"])
+            raise self.shape_error('a "chat.completion.chunk" event', payload)
+        usage = _openai_usage(data)
+        if not data["choices"]:  # a usage-only chunk
+            return Output("", usage)
+        choice = data["choices"][0]
+        if "message" in choice:  # the container answered without streaming
+            return self.decode(payload.encode())
+        delta = choice.get("delta") or {}
+        return Output(delta.get("content") or "", usage, choice.get("finish_reason"))
+
+
+class LMIChat(ChatCompletions):
+    name = "lmi-chat"
+
+
+class LMI(JSONHandler):
+    """DJL LMI rolling batch: ``{"generated_text"}``; JSON-lines tokens; in-band errors."""
+
+    name = "lmi"
+
+    def encode(self, prompt: Prompt, params: dict[str, Any], stream: bool = False) -> bytes:
+        body: dict[str, Any] = {"inputs": as_text(prompt),
+                                "parameters": _tgi_parameters(params, stop_key="stop_sequences")}
+        if stream:
+            body["stream"] = True
+        return json.dumps(body).encode()
+
+    def decode(self, body: bytes) -> Output:
+        data = self.load(body)
+        if isinstance(data, list) and data:  # older dynamic-batch images answer a list
+            data = data[0]
+        if not isinstance(data, dict) or not isinstance(data.get("generated_text"), str):
+            raise self.shape_error('{"generated_text": ...}', body)
+        details = data.get("details") or {}
+        return Output(data["generated_text"], _tgi_usage(details), details.get("finish_reason"))
+
+    def decode_event(self, payload: str) -> Output | None:
+        data = self.load(payload)
+        if isinstance(data, dict) and isinstance(data.get("outputs"), list):  # dynamic batch lines
+            return Output("".join(map(str, data["outputs"])))
+        if not isinstance(data, dict):
+            raise self.shape_error('a {"token": ...} line', payload)
+        details = data.get("details") or {}
+        if details.get("finish_reason") == "error":
+            return Output(finish_reason="error", data=details)
+        token = data.get("token")
+        if not isinstance(token, dict):
+            if isinstance(data.get("generated_text"), str):
+                return self.decode(payload.encode())
+            raise self.shape_error('a {"token": ...} line', payload)
+        return Output(token.get("text") or "", _tgi_usage(details), details.get("finish_reason"))
+
+
+class Llama2Chat(JSONHandler):
+    """JumpStart Llama-2 chat: dialogs in ``inputs``; needs ``accept_eula=true``."""
+
+    name = "llama2-chat"
+    chat = True
+    streams = False
+    custom_attributes = "accept_eula=true"
+
+    def encode(self, prompt: Prompt, params: dict[str, Any], stream: bool = False) -> bytes:
+        parameters = {k: v for k, v in params.items() if v is not None and k != "stop"}
+        return json.dumps({"inputs": [as_messages(prompt)], "parameters": parameters}).encode()
+
+    def decode(self, body: bytes) -> Output:
+        data = self.load(body)
+        try:
+            return Output(data[0]["generation"]["content"])
+        except (KeyError, IndexError, TypeError):
+            raise self.shape_error('[{"generation": {"content": ...}}]', body) from None
+
+
+class FlanT5(JSONHandler):
+    """JumpStart Flan-T5: ``{"text_inputs", ...params}`` → ``{"generated_texts": [...]}``."""
+
+    name = "flan-t5"
+    streams = False
+
+    def encode(self, prompt: Prompt, params: dict[str, Any], stream: bool = False) -> bytes:
+        body = {"text_inputs": as_text(prompt)}
+        for key, value in params.items():
+            if value is not None:
+                body["max_length" if key == "max_new_tokens" else key] = value
+        return json.dumps(body).encode()
+
+    def decode(self, body: bytes) -> Output:
+        data = self.load(body)
+        texts = data.get("generated_texts") if isinstance(data, dict) else None
+        if not isinstance(texts, list) or not texts:
+            raise self.shape_error('{"generated_texts": [...]}', body)
+        return Output(str(texts[0]))
+
+
+class Embedding(JSONHandler):
+    """JumpStart text embedding: raw text (``application/x-text``) → ``{"embedding": [...]}``."""
+
+    name = "embedding"
+    content_type = "application/x-text"
+    streams = False
+
+    def encode(self, prompt: Prompt, params: dict[str, Any], stream: bool = False) -> bytes:
+        return as_text(prompt).encode()
+
+    def decode(self, body: bytes) -> Output:
+        data = self.load(body)
+        vector = data.get("embedding") if isinstance(data, dict) else data
+        if isinstance(vector, list) and vector and isinstance(vector[0], list):
+            vector = vector[0]
+        if not isinstance(vector, list) or not all(isinstance(v, int | float) for v in vector):
+            raise self.shape_error('{"embedding": [numbers]}', body)
+        return Output(f"[embedding: {len(vector)} dimensions]", data=vector)
+
+
+class Text(JSONHandler):
+    """Raw text both ways (``text/plain``); streamed bytes are the text."""
+
+    name = "text"
+    content_type = "text/plain"
+    accepts = "text/plain"
+    streams = False
+
+    def encode(self, prompt: Prompt, params: dict[str, Any], stream: bool = False) -> bytes:
+        return as_text(prompt).encode()
+
+    def decode(self, body: bytes) -> Output:
+        try:
+            return Output(bytes(body).decode("utf-8"))
+        except UnicodeDecodeError as e:
+            raise HandlerError(f"the answer is not UTF-8 text ({e}).", handler=self.name, body=body) from None
+
+
+_PATH_TOKEN = re.compile(r"\[(-?\d+)\]|\[\"([^\"]+)\"\]|([^.\[\]]+)")
+
+
+def walk(data: Any, path: str) -> Any:
+    """Follow ``choices[0].message.content`` / ``[0].generated_text`` / ``a.0.b`` into JSON."""
+    for index, quoted, key in _PATH_TOKEN.findall(path):
+        if index or (key.lstrip("-").isdigit() and isinstance(data, list)):
+            data = data[int(index or key)]
+        else:
+            data = data[quoted or key]
+    return data
+
+
+class JSONTemplate(JSONHandler):
+    """Any JSON container: a request template and where the answer is in the response.
+
+    In the template, the strings ``"{prompt}"``, ``"{messages}"``, ``"{params}"`` and ``"{stream}"``
+    are replaced by values; ``{prompt}`` inside a longer string is replaced by the text.
+    ``response_path`` and ``stream_path`` are paths like ``[0].generated_text`` or ``token.text``.
+    """
+
+    def __init__(self, request_template: dict | list | str, response_path: str,
+                 stream_path: str | None = None, name: str = "json"):
+        self.template = json.loads(request_template) if isinstance(request_template, str) else request_template
+        self.response_path = response_path
+        self.stream_path = stream_path
+        self.streams = stream_path is not None
+        self.name = name
+
+    def encode(self, prompt: Prompt, params: dict[str, Any], stream: bool = False) -> bytes:
+        values = {"{prompt}": as_text(prompt), "{messages}": as_messages(prompt),
+                  "{params}": {k: v for k, v in params.items() if v is not None}, "{stream}": stream}
+
+        def fill(node: Any) -> Any:
+            if isinstance(node, dict):
+                return {k: fill(v) for k, v in node.items()}
+            if isinstance(node, list):
+                return [fill(v) for v in node]
+            if isinstance(node, str):
+                if node in values:
+                    return values[node]
+                return node.replace("{prompt}", as_text(prompt))
+            return node
+
+        return json.dumps(fill(self.template)).encode()
+
+    def _at(self, data: Any, path: str, body: bytes | str) -> str:
+        try:
+            found = walk(data, path)
+        except (KeyError, IndexError, TypeError, ValueError):
+            raise self.shape_error(f"a value at {path!r}", body) from None
+        return found if isinstance(found, str) else json.dumps(found)
+
+    def decode(self, body: bytes) -> Output:
+        return Output(self._at(self.load(body), self.response_path, body))
+
+    def decode_event(self, payload: str) -> Output | None:
+        return Output(self._at(self.load(payload), self.stream_path or self.response_path, payload))
+
+
+PRESETS: dict[str, type] = {
+    "tgi": TGI,
+    "tgi-messages": ChatCompletions,
+    "lmi": LMI,
+    "lmi-chat": LMIChat,
+    "llama2-chat": Llama2Chat,
+    "flan-t5": FlanT5,
+    "embedding": Embedding,
+    "text": Text,
+}

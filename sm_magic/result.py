@@ -1,0 +1,119 @@
+"""What a call returns: the answer with its provenance, rendered richly in notebooks."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+FORMATS = ("markdown", "text", "json")
+
+
+@dataclass
+class Request:
+    """The exact request: what a dry run shows and what a Result remembers."""
+
+    endpoint: str
+    body: bytes
+    content_type: str
+    accept: str
+    headers: dict[str, str] = field(default_factory=dict)  # SageMaker's invoke headers
+    stream: bool = False
+    invoke_params: dict[str, str] = field(default_factory=dict)  # the same, as boto3 parameters
+
+    @property
+    def path(self) -> str:
+        op = "invocations-response-stream" if self.stream else "invocations"
+        return f"POST /endpoints/{self.endpoint}/{op}"
+
+    def body_text(self) -> str:
+        try:
+            return json.dumps(json.loads(self.body), indent=2, ensure_ascii=False)
+        except (ValueError, UnicodeDecodeError):
+            return self.body.decode("utf-8", "replace")
+
+    def describe(self) -> str:
+        accept = "X-Amzn-SageMaker-Accept" if self.stream else "Accept"
+        lines = [self.path, f"Content-Type: {self.content_type}", f"{accept}: {self.accept}"]
+        lines += [f"{k}: {v}" for k, v in self.headers.items()]
+        return "\n".join(lines) + "\n\n" + self.body_text()
+
+
+@dataclass
+class Result:
+    """An answer. ``str(result)`` is the text; notebooks render Markdown with a footer."""
+
+    text: str
+    endpoint: str
+    handler: str
+    latency: float = 0.0  # seconds, request sent → last byte
+    variant: str | None = None
+    usage: dict[str, int] | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    request: Request | None = None
+    body: bytes | None = None
+    content_type: str | None = None
+    data: Any = None
+    sources: list[dict[str, Any]] = field(default_factory=list)
+    streamed: bool = False
+    interrupted: bool = False
+    dry_run: bool = False
+    first_token: float | None = None
+    response_attributes: str | None = None
+    new_session_id: str | None = None
+    format: str = "markdown"
+
+    def __str__(self) -> str:
+        return self.text
+
+    @property
+    def tokens(self) -> int | None:
+        return (self.usage or {}).get("completion_tokens")
+
+    def provenance(self) -> dict[str, Any]:
+        """Endpoint, handler, parameters and timing: never credentials."""
+        info: dict[str, Any] = {"endpoint": self.endpoint, "handler": self.handler,
+                                "parameters": self.params, "latency_s": round(self.latency, 4)}
+        if self.variant:
+            info["variant"] = self.variant
+        if self.usage:
+            info["usage"] = self.usage
+        if self.sources:
+            info["sources"] = [s.get("source") for s in self.sources]
+        return info
+
+    def footer(self) -> str:
+        parts = [f"endpoint `{self.endpoint}`", f"handler `{self.handler}`"]
+        if self.dry_run:
+            parts.append("dry run: nothing sent")
+        else:
+            parts.append(f"{self.latency * 1000:.0f} ms")
+        if self.tokens is not None:
+            parts.append(f"{self.tokens} tokens")
+        if self.interrupted:
+            parts.append("interrupted")
+        if self.sources:
+            names = sorted({str(s.get("source")) for s in self.sources})
+            shown = ", ".join(names[:5]) + (f" +{len(names) - 5} more" if len(names) > 5 else "")
+            parts.append(f"sources: {shown}")
+        return " · ".join(parts)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {k: v for k, v in asdict(self).items() if k not in ("body", "request", "format")}
+        out["request"] = self.request.describe() if self.request else None
+        return out
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> tuple[dict, dict]:
+        if self.format == "json":
+            data: dict[str, Any] = {"application/json": self.to_dict()}
+        elif self.format == "text":
+            data = {}
+        else:
+            body = f"```\n{self.request.describe()}\n```" if self.dry_run and self.request else self.text
+            data = {"text/markdown": f"{body}\n\n<sub>{self.footer()}</sub>"}
+        data["text/plain"] = self.request.describe() if self.dry_run and self.request else self.text
+        return data, {"sm_magic": self.provenance()}
+
+    def __repr__(self) -> str:
+        head = self.text if len(self.text) <= 60 else self.text[:57] + "..."
+        return f"<Result {self.endpoint} {head!r}>"

@@ -1,0 +1,265 @@
+"""Where calls go and with which credentials: settings → one set of cached boto3 clients.
+
+A :class:`Session` is built from :class:`SessionSettings` (profile, region, static keys, role ARN,
+endpoint URLs, botocore ``Config`` knobs) or from objects the user already has (a boto3 client or
+``boto3.Session``). boto3 is imported on first use, not at import time. Secrets live in memory
+only: reprs and :meth:`Session.describe` show at most the access key id's last four characters.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+from sm_magic.errors import ConfigError, CredentialsError, translate
+
+LOCAL_KEY = "local-access-key"
+LOCAL_SECRET = "local-secret"  # noqa: S105 - the local endpoint's fake credential, not a secret
+
+
+def mask(key: str | None) -> str:
+    """``AKIA…WXYZ``-style: only the last four characters of an access key id."""
+    return f"…{key[-4:]}" if key else ""
+
+
+@dataclass
+class SessionSettings:
+    """Everything that decides how clients are made. Secrets are never printed."""
+
+    profile: str | None = None
+    region: str | None = None
+    endpoint_url: str | None = None  # sagemaker-runtime
+    control_endpoint_url: str | None = None  # sagemaker and sts (set with endpoint_url by --local)
+    role_arn: str | None = None
+    external_id: str | None = field(default=None, repr=False)
+    role_session_name: str = "sm-magic"
+    duration_seconds: int = 3600
+    access_key_id: str | None = field(default=None, repr=False)
+    secret_access_key: str | None = field(default=None, repr=False)
+    session_token: str | None = field(default=None, repr=False)
+    read_timeout: float = 80.0  # containers must answer in 60 s; AWS advises >= 70 s
+    connect_timeout: float = 10.0
+    max_attempts: int = 4
+    retry_mode: str = "adaptive"  # throttling slows the client down instead of failing it
+    retry_read_timeouts: bool = False  # a slow model is not silently invoked three times
+    max_pool_connections: int = 32
+
+    SECRET_FIELDS = ("secret_access_key", "session_token", "external_id")
+
+    def __repr__(self) -> str:
+        shown = {f.name: getattr(self, f.name) for f in fields(self) if f.repr and getattr(self, f.name)}
+        if self.access_key_id:
+            shown["access_key_id"] = mask(self.access_key_id)
+        return "SessionSettings(" + ", ".join(f"{k}={v!r}" for k, v in shown.items()) + ")"
+
+
+class Session:
+    """Cached boto3 clients for one set of settings. Cheap to create; clients made on first use."""
+
+    def __init__(self, settings: SessionSettings | None = None, *, client: Any = None,
+                 boto_session: Any = None):
+        self.settings = settings or SessionSettings()
+        self._external_client = client
+        self._external_boto_session = boto_session
+        self._boto_session: Any = None
+        self._clients: dict[str, Any] = {}
+        self._lock = threading.Lock()
+        if client is not None and self.settings.region is None:
+            self.settings.region = client.meta.region_name
+
+    @classmethod
+    def local(cls, url: str, region: str = "us-east-1", **settings: Any) -> Session:
+        """A session for a local endpoint (``sm-magic serve``): fake keys, every service at ``url``."""
+        return cls(SessionSettings(
+            region=region, endpoint_url=url, control_endpoint_url=url,
+            access_key_id=LOCAL_KEY, secret_access_key=LOCAL_SECRET, **settings,
+        ))
+
+    def with_changes(self, **changes: Any) -> Session:
+        """A new session with some settings changed (clients are not shared)."""
+        unknown = set(changes) - {f.name for f in fields(SessionSettings)}
+        if unknown:
+            raise ConfigError(f"Unknown session setting(s): {', '.join(sorted(unknown))}.")
+        keep_external = not ({"profile", "role_arn", "access_key_id", "endpoint_url"} & set(changes))
+        return Session(
+            replace(self.settings, **changes),
+            client=self._external_client if keep_external else None,
+            boto_session=self._external_boto_session if keep_external else None,
+        )
+
+    # -- boto3 objects ---------------------------------------------------------------------
+    @property
+    def boto_session(self) -> Any:
+        """The ``boto3.Session`` behind every client (made once)."""
+        with self._lock:
+            if self._boto_session is None:
+                self._boto_session = self._make_boto_session()
+            return self._boto_session
+
+    def _make_boto_session(self) -> Any:
+        import boto3
+        from botocore import exceptions as bx
+
+        s = self.settings
+        if self._external_boto_session is not None:
+            base = self._external_boto_session
+        else:
+            try:
+                base = boto3.Session(
+                    profile_name=s.profile, region_name=s.region,
+                    aws_access_key_id=s.access_key_id, aws_secret_access_key=s.secret_access_key,
+                    aws_session_token=s.session_token,
+                )
+            except bx.BotoCoreError as e:
+                raise translate(e) from e
+        if not s.role_arn:
+            return base
+        return self._assume_role(base)
+
+    def _assume_role(self, base: Any) -> Any:
+        """A boto3 session whose credentials come from AssumeRole and refresh before expiry."""
+        import boto3
+        import botocore.session
+        from botocore.credentials import AssumeRoleCredentialFetcher, DeferredRefreshableCredentials
+
+        s = self.settings
+        source = base.get_credentials()
+        if source is None:
+            raise CredentialsError(
+                f"Cannot assume {s.role_arn}: no source credentials were found.",
+                hint="Set a profile or keys first (`%sagemaker session --profile NAME`).",
+            )
+        extra: dict[str, Any] = {"RoleSessionName": s.role_session_name, "DurationSeconds": s.duration_seconds}
+        if s.external_id:
+            extra["ExternalId"] = s.external_id
+        sts_url = s.control_endpoint_url
+
+        def client_creator(service: str, **kwargs: Any) -> Any:
+            if sts_url:
+                kwargs.setdefault("endpoint_url", sts_url)
+            return base._session.create_client(service, region_name=base.region_name or s.region, **kwargs)
+
+        fetcher = AssumeRoleCredentialFetcher(
+            client_creator=client_creator, source_credentials=source, role_arn=s.role_arn, extra_args=extra,
+        )
+        credentials = DeferredRefreshableCredentials(
+            method="assume-role", refresh_using=fetcher.fetch_credentials,
+        )
+        core = botocore.session.Session()
+        core._credentials = credentials
+        return boto3.Session(botocore_session=core, region_name=base.region_name or s.region)
+
+    def _config(self) -> Any:
+        from botocore.config import Config
+
+        s = self.settings
+        return Config(
+            read_timeout=s.read_timeout, connect_timeout=s.connect_timeout,
+            retries={"mode": s.retry_mode, "total_max_attempts": s.max_attempts},
+            max_pool_connections=s.max_pool_connections, tcp_keepalive=True,
+            user_agent_extra="sm-magic/0.1",
+        )
+
+    def client(self, service: str) -> Any:
+        """A cached client for ``sagemaker-runtime``, ``sagemaker`` or ``sts``."""
+        if service == "sagemaker-runtime" and self._external_client is not None:
+            return self._external_client
+        with self._lock:
+            cached = self._clients.get(service)
+        if cached is not None:
+            return cached
+        made = self._make_client(service)
+        with self._lock:
+            return self._clients.setdefault(service, made)
+
+    def _make_client(self, service: str) -> Any:
+        from botocore import exceptions as bx
+
+        s = self.settings
+        url = s.endpoint_url if service == "sagemaker-runtime" else s.control_endpoint_url
+        session = self.boto_session
+        if self._external_client is not None and self._external_boto_session is None and not s.profile:
+            session = self._session_like_external_client()
+        try:
+            made = session.client(service, region_name=s.region or session.region_name,
+                                  endpoint_url=url, config=self._config())
+        except bx.BotoCoreError as e:
+            raise translate(e) from e
+        if service == "sagemaker-runtime" and not s.retry_read_timeouts:
+            made.meta.events.register_first("needs-retry.sagemaker-runtime", _no_read_timeout_retry)
+        return made
+
+    def _session_like_external_client(self) -> Any:
+        """For control-plane calls next to an external runtime client: use its credentials."""
+        import boto3
+
+        creds = self._external_client._get_credentials()
+        if creds is None:
+            return self.boto_session
+        frozen = creds.get_frozen_credentials()
+        return boto3.Session(
+            aws_access_key_id=frozen.access_key, aws_secret_access_key=frozen.secret_key,
+            aws_session_token=frozen.token, region_name=self.settings.region,
+        )
+
+    @property
+    def runtime(self) -> Any:
+        return self.client("sagemaker-runtime")
+
+    @property
+    def sagemaker(self) -> Any:
+        return self.client("sagemaker")
+
+    @property
+    def region(self) -> str | None:
+        if self.settings.region:
+            return self.settings.region
+        if self._external_client is not None:
+            return self._external_client.meta.region_name
+        return self.boto_session.region_name
+
+    # -- what the user sees ------------------------------------------------------------------
+    def identity(self) -> dict[str, str]:
+        """Account and ARN from STS GetCallerIdentity."""
+        try:
+            answer = self.client("sts").get_caller_identity()
+        except Exception as e:
+            raise translate(e) from e
+        return {"account": answer["Account"], "arn": answer["Arn"]}
+
+    def describe(self) -> dict[str, Any]:
+        """What a user may see about this session: never a secret."""
+        s = self.settings
+        info: dict[str, Any] = {
+            "profile": s.profile or ("(external client)" if self._external_client is not None else "(default)"),
+            "region": self.region if (s.region or self._boto_session or self._external_client) else None,
+            "endpoint_url": s.endpoint_url or "(AWS)",
+            "role_arn": s.role_arn,
+            "read_timeout": s.read_timeout,
+            "retries": f"{s.retry_mode}, {s.max_attempts} attempts",
+        }
+        creds = None
+        if self._external_client is not None:
+            creds = self._external_client._get_credentials()
+        elif self._boto_session is not None:
+            creds = self._boto_session.get_credentials()
+        if creds is not None:
+            info["credentials"] = getattr(creds, "method", "") or "explicit"
+            info["access_key"] = mask(creds.get_frozen_credentials().access_key) if not s.role_arn else "(assumed role)"
+            expiry = getattr(creds, "_expiry_time", None)
+            if expiry is not None:
+                info["expires"] = expiry.isoformat(timespec="seconds")
+        elif s.access_key_id:
+            info["credentials"], info["access_key"] = "static keys", mask(s.access_key_id)
+        return {k: v for k, v in info.items() if v not in (None, "")}
+
+    def __repr__(self) -> str:
+        return f"<sm_magic.Session {self.settings!r}>"
+
+
+def _no_read_timeout_retry(caught_exception: BaseException | None = None, **_: Any) -> bool | None:
+    """needs-retry hook: a read timeout is not retried (False stops botocore's retry)."""
+    from botocore.exceptions import ReadTimeoutError
+
+    return False if isinstance(caught_exception, ReadTimeoutError) else None

@@ -1,0 +1,91 @@
+"""PayloadPart bytes → complete lines → text, whatever the slicing.
+
+A part may end inside a line or inside a UTF-8 character; the last line may have no newline
+(it is flushed at the end, never waited for). ``data:`` prefixes, ``[DONE]``, blank lines and
+SSE fields (``event:``, ``id:``, ``retry:``, ``:`` comments) are handled here; what a line
+*means* is the handler's job (:meth:`ContentHandler.decode_event`).
+"""
+
+from __future__ import annotations
+
+import codecs
+from collections.abc import Iterable, Iterator
+
+from sm_magic.errors import HandlerError, StreamError
+from sm_magic.handlers.base import ContentHandler, Output
+
+_SSE_FIELDS = ("event:", "id:", "retry:", ":")
+DONE = "[DONE]"
+
+
+class LineSplitter:
+    """Incremental bytes → lines, tolerant of any split (including inside a UTF-8 character)."""
+
+    def __init__(self) -> None:
+        self._decoder = codecs.getincrementaldecoder("utf-8")()
+        self._pending = ""
+
+    def feed(self, data: bytes) -> list[str]:
+        text = self._pending + self._decoder.decode(data)
+        *lines, self._pending = text.split("\n")
+        return lines
+
+    def flush(self) -> list[str]:
+        """The unterminated last line, if any. Raises UnicodeDecodeError on a cut-off character."""
+        text = self._pending + self._decoder.decode(b"", final=True)
+        self._pending = ""
+        return [text] if text else []
+
+
+def payload_of(line: str) -> str | None:
+    """The data of one line: None for framing (blank, SSE fields), ``DONE`` for ``[DONE]``."""
+    line = line.strip()
+    if not line or (line.startswith(_SSE_FIELDS) and not line.startswith("data:")):
+        return None
+    if line.startswith("data:"):
+        line = line[5:].strip()
+        if not line:
+            return None
+    return line
+
+
+def decode_stream(parts: Iterable[bytes], handler: ContentHandler) -> Iterator[Output]:
+    """Outputs in arrival order. Raises StreamError for an in-band error event."""
+    if not handler.streams:
+        yield handler.decode(b"".join(parts))
+        return
+    splitter = LineSplitter()
+
+    def outputs(lines: list[str]) -> Iterator[Output | str]:
+        for line in lines:
+            payload = payload_of(line)
+            if payload is None:
+                continue
+            if payload == DONE:
+                yield DONE
+                return
+            out = handler.decode_event(payload)
+            if out is not None:
+                yield out
+
+    for part in parts:
+        for out in outputs(splitter.feed(part)):
+            if out == DONE:
+                return
+            yield _checked(out, handler)
+    try:
+        tail = splitter.flush()
+    except UnicodeDecodeError as e:
+        raise HandlerError(f"the stream ended inside a UTF-8 character ({e}).", handler=handler.name) from None
+    for out in outputs(tail):
+        if out == DONE:
+            return
+        yield _checked(out, handler)
+
+
+def _checked(out: Output | str, handler: ContentHandler) -> Output:
+    assert isinstance(out, Output)
+    if out.finish_reason == "error":
+        raise StreamError(f"The container reported an error in the stream ({out.data}).",
+                          hint="The text that arrived is kept; run again to retry.")
+    return out
