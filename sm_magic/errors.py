@@ -24,9 +24,21 @@ class SageMakerError(Exception):
         self.endpoint = endpoint
         self.hint = hint
 
+    show_traceback = False  # `%sagemaker debug on` sets it on raised errors
+
     def explain(self) -> str:
         """What went wrong and what to do, in one paragraph."""
         return f"{self.message} {self.hint}".strip()
+
+    def _render_traceback_(self) -> list[str]:
+        """IPython shows this instead of a traceback: one paragraph (or all, when debugging)."""
+        if self.show_traceback:
+            from IPython import get_ipython
+
+            shell = get_ipython()
+            if shell is not None:
+                return shell.InteractiveTB.structured_traceback(type(self), self, self.__traceback__)
+        return [f"\x1b[0;31m{type(self).__name__}\x1b[0m: {self.explain()}"]
 
 
 class ConfigError(SageMakerError):

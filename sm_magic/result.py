@@ -80,6 +80,8 @@ class Result:
             info["usage"] = self.usage
         if self.sources:
             info["sources"] = [s.get("source") for s in self.sources]
+        if self.dry_run:
+            info["dry_run"] = True
         return info
 
     def footer(self) -> str:

@@ -44,6 +44,7 @@ class SessionSettings:
     retry_mode: str = "adaptive"  # throttling slows the client down instead of failing it
     retry_read_timeouts: bool = False  # a slow model is not silently invoked three times
     max_pool_connections: int = 32
+    botocore_config: Any = field(default=None, repr=False)  # a botocore Config merged over ours
 
     SECRET_FIELDS = ("secret_access_key", "session_token", "external_id")
 
@@ -154,12 +155,13 @@ class Session:
         from botocore.config import Config
 
         s = self.settings
-        return Config(
+        config = Config(
             read_timeout=s.read_timeout, connect_timeout=s.connect_timeout,
             retries={"mode": s.retry_mode, "total_max_attempts": s.max_attempts},
             max_pool_connections=s.max_pool_connections, tcp_keepalive=True,
             user_agent_extra="sm-magic/0.1",
         )
+        return config.merge(s.botocore_config) if s.botocore_config is not None else config
 
     def client(self, service: str) -> Any:
         """A cached client for ``sagemaker-runtime``, ``sagemaker`` or ``sts``."""

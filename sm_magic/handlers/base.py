@@ -127,6 +127,23 @@ class LangChainHandler(ContentHandler):
         return Output(text=answer if isinstance(answer, str) else str(answer), data=answer)
 
 
+class LLMContentHandler:
+    """LangChain's handler base, without LangChain: subclass it as the seed does.
+
+    Set ``content_type`` and ``accepts``; implement ``transform_input(prompt, model_kwargs) -> bytes``
+    and ``transform_output(output) -> str`` (``output.read()`` gives the body).
+    """
+
+    content_type: str | None = "text/plain"
+    accepts: str | None = "text/plain"
+
+    def transform_input(self, prompt: Any, model_kwargs: dict[str, Any]) -> bytes:
+        raise NotImplementedError
+
+    def transform_output(self, output: Any) -> Any:
+        raise NotImplementedError
+
+
 def adapt(handler: Any, name: str | None = None) -> ContentHandler:
     """Our handler as is; anything with transform_input/transform_output wrapped."""
     if isinstance(handler, ContentHandler):

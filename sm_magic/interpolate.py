@@ -1,0 +1,88 @@
+"""``{var}`` in prompts, filled by looking names up: nothing is ever evaluated.
+
+``{name}``, ``{row.text}``, ``{docs[0]}``, ``{x!r}`` and ``{n:>5}`` work; names starting with an
+underscore (``__class__``, ``_private``) are refused, and so are positional fields (``{0}``, ``{}``).
+"""
+
+from __future__ import annotations
+
+import _string  # the parser behind str.format's field names
+import string
+from collections.abc import Mapping
+from typing import Any
+
+from sm_magic.errors import ConfigError
+
+BRACES_HINT = "Write {{ and }} for literal braces, or use --no-interpolate."
+
+
+class InterpolationError(ConfigError):
+    """A ``{field}`` could not be filled."""
+
+
+def field_names(template: str) -> list[str]:
+    """Top-level names a template refers to, in order (nested specs included)."""
+    names: list[str] = []
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as e:
+        raise InterpolationError(f"The prompt's braces do not balance ({e}). {BRACES_HINT}") from None
+    for _, field, spec, _ in parsed:
+        if field is None:
+            continue
+        first, _rest = _string.formatter_field_name_split(field) if field else ("", iter(()))
+        if isinstance(first, str) and first and first not in names:
+            names.append(first)
+        if spec:
+            names += [n for n in field_names(spec) if n not in names]
+    return names
+
+
+class _LookupFormatter(string.Formatter):
+    def __init__(self, namespace: Mapping[str, Any]):
+        self.namespace = namespace
+
+    def get_field(self, field_name: str, args: Any, kwargs: Any) -> tuple[Any, str]:
+        first, rest = _string.formatter_field_name_split(field_name)
+        if not isinstance(first, str) or not first:
+            raise InterpolationError(f"{{{field_name}}}: positional fields are not allowed; use a name. {BRACES_HINT}")
+        if first.startswith("_"):
+            raise InterpolationError(f"{{{field_name}}}: names starting with '_' are not looked up.")
+        value = self.namespace[first]
+        for is_attribute, key in rest:
+            if is_attribute:
+                if key.startswith("_"):
+                    raise InterpolationError(
+                        f"{{{field_name}}}: attribute '{key}' is not looked up (no names starting with '_').")
+                try:
+                    value = getattr(value, key)
+                except AttributeError:
+                    raise InterpolationError(f"{{{field_name}}}: {type(value).__name__} has no attribute '{key}'.") from None
+            else:
+                try:
+                    value = value[key]
+                except (KeyError, IndexError, TypeError) as e:
+                    raise InterpolationError(f"{{{field_name}}}: [{key!r}] failed ({type(e).__name__}: {e}).") from None
+        return value, first
+
+    def convert_field(self, value: Any, conversion: str | None) -> Any:
+        if conversion not in (None, "s", "r", "a"):
+            raise InterpolationError(f"Unknown conversion !{conversion}.")
+        return super().convert_field(value, conversion)
+
+
+def interpolate(template: str, namespace: Mapping[str, Any]) -> str:
+    """Fill ``{fields}`` from ``namespace``; unknown names are listed together in one error."""
+    missing = [n for n in field_names(template) if n not in namespace and not n.startswith("_")]
+    if missing:
+        listed = ", ".join(f"{{{n}}}" for n in missing)
+        raise InterpolationError(
+            f"The prompt refers to {listed}, not defined in the notebook. Define "
+            f"{'it' if len(missing) == 1 else 'them'} first. {BRACES_HINT}"
+        )
+    try:
+        return _LookupFormatter(namespace).vformat(template, (), {})
+    except InterpolationError:
+        raise
+    except (ValueError, TypeError) as e:
+        raise InterpolationError(f"The prompt could not be filled: {e}. {BRACES_HINT}") from None

@@ -1,0 +1,275 @@
+"""Document question answering: stuff, map-reduce and refine, chosen by a token budget.
+
+Independent of IPython and of boto3: it gets a function that answers one prompt and one that
+answers many concurrently, so the magics, the panel and LangChain chains all use it.
+"""
+
+from __future__ import annotations
+
+import glob
+import math
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sm_magic.errors import ConfigError, SageMakerError
+from sm_magic.result import Result
+
+DEFAULT_TEMPLATE = """Use the following pieces of context to answer the question at the end.
+
+{context}
+
+Question: {question}
+Answer:"""
+
+REFINE_TEMPLATE = """The original question is: {question}
+The existing answer is: {answer}
+Refine the existing answer (only if needed) with the context below; if the context does not
+help, repeat the existing answer.
+
+{context}
+
+Question: {question}
+Answer:"""
+
+MODES = ("auto", "stuff", "map-reduce", "refine")
+CHARS_PER_TOKEN = 3.0  # conservative for English (≈4): estimates run high, prompts stay in budget
+TEXT_SUFFIXES = {".txt", ".md", ".markdown", ".rst", ".text", ""}
+
+
+def estimate_tokens(text: str) -> int:
+    return math.ceil(len(text) / CHARS_PER_TOKEN)
+
+
+@dataclass
+class Document:
+    text: str
+    source: str
+
+
+@dataclass
+class Chunk:
+    text: str
+    source: str
+    index: int
+
+    @property
+    def tokens(self) -> int:
+        return estimate_tokens(self.text)
+
+    def as_source(self) -> dict[str, Any]:
+        return {"source": self.source, "chunk": self.index, "text": self.text[:200]}
+
+
+# -- inputs ----------------------------------------------------------------------------------------
+def _read(path: Path) -> Document:
+    if path.suffix.lower() not in TEXT_SUFFIXES:
+        raise ConfigError(f"{path}: only text and Markdown files are read (got {path.suffix}).")
+    try:
+        return Document(path.read_text(encoding="utf-8"), str(path))
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"Could not read {path}: {e}") from None
+
+
+def _looks_like_path(text: str) -> bool:
+    return "\n" not in text and len(text) < 4096 and (any(c in text for c in "*?[") or Path(text).expanduser().exists())
+
+
+def load_documents(docs: Any) -> list[Document]:
+    """A string, file path or glob, a langchain-core Document, or a list mixing these."""
+    if isinstance(docs, str | Path):
+        text = str(docs)
+        if isinstance(docs, Path) or _looks_like_path(text):
+            paths = sorted(glob.glob(str(Path(text).expanduser()), recursive=True))
+            if not paths:
+                raise ConfigError(f"No files match {text!r}.")
+            return [_read(Path(p)) for p in paths if Path(p).is_file()]
+        return [Document(text, "text")]
+    if hasattr(docs, "page_content"):
+        metadata = getattr(docs, "metadata", None) or {}
+        return [Document(docs.page_content, str(metadata.get("source") or metadata.get("id") or "document"))]
+    if isinstance(docs, Iterable) and not isinstance(docs, bytes | dict):
+        out: list[Document] = []
+        for i, item in enumerate(docs):
+            for doc in load_documents(item):
+                if doc.source in ("text", "document"):
+                    doc.source = f"doc{i}"
+                out.append(doc)
+        return out
+    raise ConfigError(f"Cannot read documents from a {type(docs).__name__}: give text, Documents, paths or a glob.")
+
+
+# -- splitting -------------------------------------------------------------------------------------
+_SENTENCE = re.compile(r"(?<=[.!?])\s+")
+
+
+def _pieces(text: str, limit: int) -> list[str]:
+    """Paragraphs, then sentences, then hard cuts: each piece at most ``limit`` characters."""
+    out: list[str] = []
+    for paragraph in re.split(r"\n\s*\n", text):
+        paragraph = paragraph.strip()
+        if not paragraph:
+            continue
+        if len(paragraph) <= limit:
+            out.append(paragraph)
+            continue
+        for sentence in _SENTENCE.split(paragraph):
+            while len(sentence) > limit:
+                out.append(sentence[:limit])
+                sentence = sentence[limit:]
+            if sentence:
+                out.append(sentence)
+    return out
+
+
+def split(documents: list[Document], chunk_tokens: int, overlap_tokens: int = 0) -> list[Chunk]:
+    """Chunks of at most ``chunk_tokens`` (estimated), on paragraph/sentence boundaries, with overlap."""
+    limit = max(1, int(chunk_tokens * CHARS_PER_TOKEN))
+    overlap = int(overlap_tokens * CHARS_PER_TOKEN)
+    chunks: list[Chunk] = []
+    for doc in documents:
+        current: list[str] = []
+        size = 0
+        index = 0
+        for piece in _pieces(doc.text, limit):
+            if current and size + len(piece) + 2 > limit:
+                chunks.append(Chunk("\n\n".join(current), doc.source, index))
+                index += 1
+                kept: list[str] = []
+                for previous in reversed(current):  # carry the tail over as overlap
+                    if sum(map(len, kept)) + len(previous) > overlap:
+                        break
+                    kept.insert(0, previous)
+                current, size = kept, sum(len(k) + 2 for k in kept)
+                if size + len(piece) + 2 > limit:
+                    current, size = [], 0
+            current.append(piece)
+            size += len(piece) + 2
+        if current:
+            chunks.append(Chunk("\n\n".join(current), doc.source, index))
+    return chunks
+
+
+# -- templates -------------------------------------------------------------------------------------
+def template_text(template: Any) -> str:
+    """A string or a langchain-core PromptTemplate with both {context} and {question}."""
+    text = getattr(template, "template", template)
+    if text is None:
+        return DEFAULT_TEMPLATE
+    if not isinstance(text, str):
+        raise ConfigError(f"A QA template must be a string or a PromptTemplate, not {type(template).__name__}.")
+    missing = [v for v in ("{context}", "{question}") if v not in text]
+    if missing:
+        raise ConfigError(f"The QA template lacks {' and '.join(missing)}: it needs both {{context}} and {{question}}.")
+    return text
+
+
+def fill(template: str, **values: str) -> str:
+    """Fill named fields only (other braces in the template are left alone)."""
+    for key, value in values.items():
+        template = template.replace("{" + key + "}", value)
+    return template
+
+
+# -- plans -----------------------------------------------------------------------------------------
+@dataclass
+class Plan:
+    """What a QA run sends: the mode and each call's prompt."""
+
+    mode: str
+    chunks: list[Chunk]
+    prompts: list[str] = field(default_factory=list)  # stuff: one; map-reduce: the map step; refine: first
+
+    def describe(self) -> str:
+        tokens = [estimate_tokens(p) for p in self.prompts]
+        lines = [f"mode: {self.mode}", f"chunks: {len(self.chunks)} from "
+                 f"{len({c.source for c in self.chunks})} document(s)"]
+        if self.mode == "stuff":
+            lines.append(f"1 call, ~{tokens[0]} tokens\n\n{self.prompts[0]}")
+        elif self.mode == "map-reduce":
+            lines.append(f"map: {len(tokens)} concurrent calls, ~{min(tokens)}–{max(tokens)} tokens each; "
+                         "then 1 reduce call (more if the partial answers overflow the context)")
+        else:
+            lines.append(f"refine: {len(self.chunks)} sequential calls, ~{max(tokens)} tokens each at most")
+        return "\n".join(lines)
+
+
+def make_plan(question: str, documents: list[Document], template: str, mode: str, context_tokens: int,
+              max_new_tokens: int) -> Plan:
+    if mode not in MODES:
+        raise ConfigError(f"Unknown QA mode {mode!r}; choose one of {', '.join(MODES)}.")
+    if not documents:
+        raise ConfigError("No documents to answer from.")
+    whole = [Chunk(d.text.strip(), d.source, 0) for d in documents]
+    stuffed = fill(template, context="\n\n".join(c.text for c in whole), question=question)
+    budget = context_tokens - max_new_tokens
+    if mode == "stuff" or (mode == "auto" and estimate_tokens(stuffed) <= budget):
+        return Plan("stuff", whole, [stuffed])
+    overhead = estimate_tokens(fill(REFINE_TEMPLATE if mode == "refine" else template,
+                                    context="", question=question, answer=" " * 400))
+    room = budget - overhead
+    if room < 64:
+        raise ConfigError(f"The context size ({context_tokens} tokens) leaves no room for documents after the "
+                          f"template, question and {max_new_tokens} new tokens; raise --context-tokens.")
+    chunks = split(documents, room, overlap_tokens=min(64, room // 10))
+    mode = "map-reduce" if mode == "auto" else mode
+    if mode == "map-reduce":
+        return Plan(mode, chunks, [fill(template, context=c.text, question=question) for c in chunks])
+    return Plan(mode, chunks, [fill(template, context=chunks[0].text, question=question)])
+
+
+# -- running -----------------------------------------------------------------------------------------
+Ask = Callable[[str], Result]
+AskMany = Callable[[list[str]], list[Result | SageMakerError]]
+
+
+def answer(question: str, docs: Any, ask: Ask, ask_many: AskMany, *, template: Any = None, mode: str = "auto",
+           context_tokens: int = 2048, max_new_tokens: int = 256) -> Result:
+    """Answer ``question`` from ``docs``; the Result's ``sources`` lists the chunks used."""
+    text = template_text(template)
+    plan = make_plan(question.strip(), load_documents(docs), text, mode, context_tokens, max_new_tokens)
+    if plan.mode == "stuff":
+        result = ask(plan.prompts[0])
+    elif plan.mode == "refine":
+        result = _refine(question.strip(), plan, ask)
+    else:
+        result = _map_reduce(question.strip(), plan, text, ask, ask_many, context_tokens - max_new_tokens)
+    result.sources = [c.as_source() for c in plan.chunks]
+    result.data = {"mode": plan.mode, **(result.data if isinstance(result.data, dict) else {})}
+    return result
+
+
+def _refine(question: str, plan: Plan, ask: Ask) -> Result:
+    result = ask(plan.prompts[0])
+    for chunk in plan.chunks[1:]:
+        result = ask(fill(REFINE_TEMPLATE, question=question, answer=result.text.strip(), context=chunk.text))
+    return result
+
+
+def _map_reduce(question: str, plan: Plan, template: str, ask: Ask, ask_many: AskMany, budget: int) -> Result:
+    outcomes = ask_many(plan.prompts)
+    partial = [(c, o) for c, o in zip(plan.chunks, outcomes, strict=True) if isinstance(o, Result)]
+    failed = [(c, o) for c, o in zip(plan.chunks, outcomes, strict=True) if not isinstance(o, Result)]
+    if not partial:
+        raise failed[0][1]  # type: ignore[misc]
+    notes = [f"[{c.source}#{c.index}] {r.text.strip()}" for c, r in partial]
+    # Collapse the partial answers until they fit one reduce call.
+    while estimate_tokens(fill(template, context="\n\n".join(notes), question=question)) > budget and len(notes) > 1:
+        groups, current = [], []
+        for note in notes:
+            if current and estimate_tokens(fill(template, context="\n\n".join([*current, note]), question=question)) > budget:
+                groups.append(current)
+                current = []
+            current.append(note)
+        groups.append(current)
+        if len(groups) == len(notes):  # no note fits with another: keep the first ones only
+            notes = notes[: max(1, len(notes) // 2)]
+            continue
+        collapsed = ask_many([fill(template, context="\n\n".join(g), question=question) for g in groups])
+        notes = [r.text.strip() for r in collapsed if isinstance(r, Result)]
+    result = ask(fill(template, context="\n\n".join(notes), question=question))
+    result.data = {"map_answers": [r.text for _, r in partial],
+                   "map_failures": [f"{c.source}#{c.index}: {e}" for c, e in failed]}
+    return result
