@@ -69,7 +69,11 @@ def decode_stream(parts: Iterable[bytes], handler: ContentHandler) -> Iterator[O
                 yield out
 
     for part in parts:
-        for out in outputs(splitter.feed(part)):
+        try:
+            lines = splitter.feed(part)
+        except UnicodeDecodeError as e:
+            raise HandlerError(f"the stream is not UTF-8 ({e}).", handler=handler.name, body=part) from None
+        for out in outputs(lines):
             if out == DONE:
                 return
             yield _checked(out, handler)

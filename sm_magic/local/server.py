@@ -42,6 +42,7 @@ class ApiError(Exception):
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 128  # the default 5 drops connections when many clients connect at once
 
     def handle_error(self, request: object, client_address: object) -> None:
         """Clients that hang up mid-response are normal (timeouts, interrupted streams)."""
