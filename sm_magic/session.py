@@ -8,8 +8,10 @@ only: reprs and :meth:`Session.describe` show at most the access key id's last f
 
 from __future__ import annotations
 
+import random
 import threading
 from dataclasses import dataclass, field, fields, replace
+from functools import partial
 from typing import Any
 
 from sm_magic.errors import ConfigError, CredentialsError, translate
@@ -188,8 +190,8 @@ class Session:
                                   endpoint_url=url, config=self._config())
         except bx.BotoCoreError as e:
             raise translate(e) from e
-        if service == "sagemaker-runtime" and not s.retry_read_timeouts:
-            made.meta.events.register_first("needs-retry.sagemaker-runtime", _no_read_timeout_retry)
+        if service == "sagemaker-runtime":
+            made.meta.events.register_first("needs-retry.sagemaker-runtime", partial(_runtime_retry, s))
         return made
 
     def _session_like_external_client(self) -> Any:
@@ -260,8 +262,16 @@ class Session:
         return f"<sm_magic.Session {self.settings!r}>"
 
 
-def _no_read_timeout_retry(caught_exception: BaseException | None = None, **_: Any) -> bool | None:
-    """needs-retry hook: a read timeout is not retried (False stops botocore's retry)."""
+def _runtime_retry(settings: SessionSettings, attempts: int = 1, response: Any = None,
+                   caught_exception: BaseException | None = None, **_: Any) -> float | bool | None:
+    """needs-retry hook, before botocore's: read timeouts are not retried unless asked (a slow
+    model would run three times); ModelNotReadyException (a model still loading) is retried with
+    botocore's exponential backoff. None leaves the decision to botocore."""
     from botocore.exceptions import ReadTimeoutError
 
-    return False if isinstance(caught_exception, ReadTimeoutError) else None
+    if isinstance(caught_exception, ReadTimeoutError) and not settings.retry_read_timeouts:
+        return False
+    code = response[1].get("Error", {}).get("Code") if response else None
+    if code == "ModelNotReadyException" and attempts < settings.max_attempts:
+        return random.random() * min(20.0, 2.0 ** (attempts - 1))
+    return None

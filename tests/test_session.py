@@ -1,0 +1,123 @@
+"""Sessions: profiles, static keys, external clients, refreshing assume-role, botocore Config, secrets."""
+
+from __future__ import annotations
+
+import boto3
+import pytest
+from botocore.config import Config
+
+from sm_magic.errors import CredentialsError, ReadTimeout
+from sm_magic.handlers.registry import Registry
+from sm_magic.invoke import invoke
+from sm_magic.local import Fault
+from sm_magic.session import Session, SessionSettings
+from tests.conftest import FAKE_KEY_ID, FAKE_SECRET, FAKE_TOKEN
+
+TGI = Registry().get("tgi")
+
+
+def test_clients_are_made_once_per_session(session):
+    assert session.runtime is session.runtime
+    assert session.client("sagemaker") is session.sagemaker
+    assert session.runtime is not Session.local(session.settings.endpoint_url).runtime
+
+
+def test_config_is_chosen_on_purpose_and_overridable(session):
+    config = session.runtime.meta.config
+    assert config.read_timeout >= 70
+    assert config.retries == {"mode": "adaptive", "total_max_attempts": 4}
+    assert config.max_pool_connections >= 16
+    custom = Session(SessionSettings(region="us-east-1", botocore_config=Config(read_timeout=5)))
+    assert custom._config().read_timeout == 5
+    assert custom._config().retries["mode"] == "adaptive"  # the rest kept
+
+
+def test_profile_and_region_from_aws_files(aws_env, tmp_path, monkeypatch):
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    monkeypatch.delenv("AWS_DEFAULT_REGION")
+    (tmp_path / "config").write_text("[profile team]\nregion = eu-west-1\n")
+    (tmp_path / "credentials").write_text("[team]\naws_access_key_id = team-key-9999\naws_secret_access_key = s\n")
+    s = Session(SessionSettings(profile="team"))
+    assert s.region == "eu-west-1"
+    assert invoke(s, "tgi", "hi", TGI).text == "You said: hi"
+    assert s.describe()["access_key"] == "…9999"
+
+
+def test_unknown_profile_is_a_credentials_error(aws_env):
+    with pytest.raises(CredentialsError) as info:
+        Session(SessionSettings(profile="nobody")).runtime
+    assert "(nobody) could not be found" in info.value.explain()
+    assert "list-profiles" in info.value.explain()
+
+
+def test_static_keys_never_appear_in_reprs_or_descriptions(local):
+    s = Session(SessionSettings(region="us-east-1", endpoint_url=local.url, access_key_id=FAKE_KEY_ID,
+                                secret_access_key=FAKE_SECRET, session_token=FAKE_TOKEN, external_id="ext-secret"))
+    invoke(s, "tgi", "hi", TGI)
+    shown = " ".join([repr(s), str(s), repr(s.settings), str(s.describe())])
+    for secret in (FAKE_SECRET, FAKE_TOKEN, FAKE_KEY_ID, "ext-secret"):
+        assert secret not in shown
+    assert FAKE_KEY_ID[-4:] in shown
+
+
+def test_external_client_and_boto_session_are_used(local):
+    client = boto3.client("sagemaker-runtime", endpoint_url=local.url, region_name="eu-central-1",
+                          aws_access_key_id="k", aws_secret_access_key="s")
+    s = Session(client=client)
+    assert s.runtime is client and s.region == "eu-central-1"
+    assert invoke(s, "tgi", "hi", TGI).text == "You said: hi"
+    boto = boto3.Session(aws_access_key_id="k", aws_secret_access_key="s", region_name="us-east-1")
+    s2 = Session(SessionSettings(endpoint_url=local.url), boto_session=boto)
+    assert invoke(s2, "tgi", "hi", TGI).text == "You said: hi"
+
+
+def test_role_arn_credentials_refresh_before_they_expire(local, moto_server):
+    """Assumed for 900 s, the credentials are inside botocore's 15-minute refresh window at once,
+    so every use refreshes them: STS is called again and later calls still succeed."""
+    settings = SessionSettings(region="us-east-1", endpoint_url=local.url, control_endpoint_url=moto_server,
+                               access_key_id="source-key", secret_access_key="source-secret",
+                               role_arn="arn:aws:iam::123456789012:role/notebook", external_id="ext-1",
+                               role_session_name="nb", duration_seconds=900)
+    s = Session(settings)
+    credentials = s.boto_session.get_credentials()
+    assert invoke(s, "tgi", "hi", TGI).text == "You said: hi"
+    first = credentials.get_frozen_credentials().access_key
+    assert invoke(s, "tgi", "hi", TGI).text == "You said: hi"
+    second = credentials.get_frozen_credentials().access_key
+    assert first != second and "source-key" not in (first, second)
+    assert s.describe()["credentials"] == "assume-role"
+    assert "expires" in s.describe()
+
+
+def test_role_without_source_credentials_says_so(aws_env, monkeypatch):
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    with pytest.raises(CredentialsError, match="no source credentials"):
+        Session(SessionSettings(region="us-east-1", role_arn="arn:aws:iam::1:role/x")).runtime
+
+
+def test_read_timeout_is_not_retried_by_default(local):
+    s = Session.local(local.url, read_timeout=0.3)
+    local.inject("faulty", Fault("latency", seconds=0.8, times=3))
+    before = local.calls["faulty"]
+    with pytest.raises(ReadTimeout):
+        invoke(s, "faulty", "hi", TGI)
+    assert local.calls["faulty"] - before == 1  # a slow model is not invoked three times
+
+
+def test_read_timeout_retries_when_asked(local):
+    s = Session.local(local.url, read_timeout=0.3, retry_read_timeouts=True, max_attempts=2)
+    local.inject("faulty", Fault("latency", seconds=0.8, times=1))
+    before = local.calls["faulty"]
+    assert invoke(s, "faulty", "hi", TGI).text == "You said: hi"
+    assert local.calls["faulty"] - before == 2
+
+
+def test_with_changes_rejects_unknown_settings(session):
+    from sm_magic.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="colour"):
+        session.with_changes(colour="blue")
+    assert session.with_changes(read_timeout=5).settings.read_timeout == 5
