@@ -54,7 +54,7 @@ def effective(state: Any, magics: Any) -> list[dict[str, Any]]:
     for key in STATE_KEYS:
         value = getattr(state, key)
         trait = state.traits()[key]
-        if by_trait.get(key) in configured:
+        if by_trait.get(key) and by_trait[key] in configured:
             source = f"config (SageMakerMagics.{by_trait[key]})"
         elif value == trait.default_value or value in (None, "", [], {}):
             source = "default"

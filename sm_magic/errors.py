@@ -173,7 +173,8 @@ def translate(exc: BaseException, *, endpoint: str | None = None, region: str | 
                 original_message=exc.response.get("OriginalMessage", ""),
                 log_stream_arn=exc.response.get("LogStreamArn", ""),
             )
-        if code in ("ValidationError", "ValidationException") and "not found" in message and "Endpoint" in message:
+        if code in ("ValidationError", "ValidationException") and re.search(
+                r"Endpoint .* not found|Could not find endpoint", message):
             return EndpointNotFound(
                 f"Endpoint '{endpoint}' was not found{where}: {message}", endpoint=endpoint,
                 hint="Check the name and the region; `%sagemaker endpoints` lists the endpoints this session can see.",

@@ -14,7 +14,7 @@ from typing import Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
-from IPython.core.magic_arguments import MagicArgumentParser, argument, magic_arguments, parse_argstring
+from IPython.core.magic_arguments import MagicArgumentParser, argument, magic_arguments
 from IPython.utils.process import arg_split
 from traitlets import Bool, Float, Int, Unicode, observe
 
@@ -31,7 +31,7 @@ LOCAL_DEFAULT = "http://127.0.0.1:8080"
 
 
 def _line_parser() -> MagicArgumentParser:
-    parser = MagicArgumentParser(prog="%sagemaker", add_help=False)
+    parser = MagicArgumentParser(prog="sagemaker", add_help=False)
     sub = parser.add_subparsers(dest="command", parser_class=MagicArgumentParser)
 
     p = sub.add_parser("session", help="show or change where calls go and with which credentials")
@@ -105,10 +105,19 @@ COMMANDS = list(_SUBPARSERS)
 def line_help() -> str:
     """The line magic's subcommands and their options."""
     parts = []
-    for name, parser in _SUBPARSERS.items():
-        usage = parser.format_usage().replace("usage: ", "").replace("%sagemaker", f"%sagemaker {name}", 1)
-        parts.append(usage.strip())
+    for parser in _SUBPARSERS.values():
+        parts.append(_usage(parser))
     return "\n".join(parts)
+
+
+def _usage(parser: MagicArgumentParser) -> str:
+    """``%sagemaker NAME [options]`` (IPython's formatter adds a ``::`` block prefix)."""
+    return parser.format_usage().replace("::\n\n  ", "", 1).strip()
+
+
+def _unescape(text: str) -> str:
+    """``\\n`` and ``\\t`` typed in a flag mean a newline and a tab (stop sequences)."""
+    return re.sub(r"\\([nt\\])", lambda m: {"n": "\n", "t": "\t", "\\": "\\"}[m.group(1)], text)
 
 
 def _json_arg(text: str) -> dict[str, Any]:
@@ -217,7 +226,7 @@ class SageMakerMagics(Magics):
         match = _TARGET.match(line)
         if match:
             target, line = match.groups()
-        args = parse_argstring(self.sagemaker, line)
+        args = self.sagemaker.parser.parse_args(arg_split(line, posix=True))  # quotes and spaces survive
         target = args.out or target
         namespace = self.shell.user_ns
         prompt = cell.strip("\n")
@@ -254,7 +263,7 @@ class SageMakerMagics(Magics):
         for key in PARAMS:
             value = getattr(args, key)
             if value is not None:
-                params[key] = value
+                params[key] = [_unescape(v) for v in value] if key == "stop" else value
         return params
 
     def _stream(self, spec: CallSpec, fmt: str) -> Result:
@@ -320,8 +329,7 @@ class SageMakerMagics(Magics):
         try:
             args = LINE_PARSER.parse_args(arg_split(line, posix=True))
         except UsageError as e:
-            usage = _SUBPARSERS[words[0]].format_usage()
-            raise UsageError(f"{e}\n{usage}") from None
+            raise UsageError(f"{e}\nusage: {_usage(_SUBPARSERS[words[0]])}") from None
         return getattr(self, f"_cmd_{args.command}")(args)
 
     def _cmd_session(self, args: Any) -> Any:

@@ -187,11 +187,17 @@ class State(HasTraits):
 
     def detect(self, session: Session, endpoint: str) -> Any:
         """Detect (once per session and endpoint) which preset the endpoint speaks."""
-        from sm_magic.handlers.detect import detect
+        from sm_magic.errors import EndpointNotFound
+        from sm_magic.handlers.detect import DEFAULT, Detection, detect
 
         key = (id(session), endpoint)
         if key not in self.detected:
-            self.detected[key] = detect(session.sagemaker, endpoint)
+            try:
+                self.detected[key] = detect(session.sagemaker, endpoint)
+            except EndpointNotFound:
+                raise
+            except SageMakerError as e:  # e.g. no sagemaker:DescribeEndpoint permission
+                return Detection(DEFAULT, "", "", f"detection failed ({e.message}); using the default")
         return self.detected[key]
 
     # -- calls -----------------------------------------------------------------------------

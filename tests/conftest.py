@@ -43,6 +43,7 @@ def endpoint_specs() -> list[EndpointSpec]:
         EndpointSpec("components", "tgi-messages", "deterministic", inference_components=["ic-small"]),
         EndpointSpec("slow", "tgi", "deterministic", latency=0.05),
         EndpointSpec("long", "lmi", "deterministic", fill_to_max_tokens=True),
+        EndpointSpec("trickle", "lmi", "deterministic", fill_to_max_tokens=True, token_delay=0.01),
     ]
     return specs
 
@@ -107,11 +108,13 @@ def moto_server() -> Iterator[str]:
 @pytest.fixture
 def ip(local: LocalEndpoint, tmp_path, monkeypatch: pytest.MonkeyPatch):
     """The in-process IPython shell with sm_magic loaded fresh, on the local endpoint."""
+    from IPython.core.interactiveshell import InteractiveShell
     from IPython.testing.globalipapp import start_ipython
 
     monkeypatch.setenv("SM_MAGIC_ENDPOINTS", str(tmp_path / "endpoints.ini"))
     monkeypatch.setenv("SM_MAGIC_LOCAL_URL", local.url)
-    shell = start_ipython()
+    start_ipython()  # once per process; later calls return None
+    shell = InteractiveShell.instance()
     shell.display_formatter.active_types = list(shell.display_formatter.format_types)
     from sm_magic.magics import SageMakerMagics
 

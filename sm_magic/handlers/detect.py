@@ -39,7 +39,7 @@ def detect(sagemaker: Any, endpoint: str) -> Detection:
             return Detection(DEFAULT, "", "", "inference components: no model on the variant; using the default")
         model = sagemaker.describe_model(ModelName=model_name)
     except Exception as e:
-        raise translate(e, endpoint=endpoint) from e
+        raise translate(e, endpoint=endpoint, region=sagemaker.meta.region_name) from e
     container = model.get("PrimaryContainer") or (model.get("Containers") or [{}])[0]
     image = container.get("Image", "")
     env = " ".join(f"{k}={v}" for k, v in (container.get("Environment") or {}).items())

@@ -66,8 +66,10 @@ class Registry:
         for name in self.names():
             handler = self.get(name)
             kind = "preset" if name in PRESETS else "registered"
-            doc = (type(handler).__doc__ or "").strip().splitlines()[0] if kind == "preset" else type(
-                getattr(handler, "handler", handler)).__name__
+            if kind == "preset":
+                doc = (type(handler).__doc__ or name).strip().splitlines()[0]
+            else:
+                doc = type(getattr(handler, "handler", handler)).__name__
             rows.append({"name": name, "kind": kind, "content_type": handler.content_type,
                          "streams tokens": "yes" if handler.streams else "no", "about": doc})
         return rows
