@@ -74,7 +74,12 @@ def _read(path: Path) -> Document:
 
 
 def _looks_like_path(text: str) -> bool:
-    return "\n" not in text and len(text) < 4096 and (any(c in text for c in "*?[") or Path(text).expanduser().exists())
+    if "\n" in text or len(text) > 1024:
+        return False
+    try:
+        return any(c in text for c in "*?[") or Path(text).expanduser().exists()
+    except OSError:  # e.g. a sentence longer than a file name may be
+        return False
 
 
 def load_documents(docs: Any) -> list[Document]:
@@ -105,23 +110,33 @@ def load_documents(docs: Any) -> list[Document]:
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
 
 
-def _pieces(text: str, limit: int) -> list[str]:
-    """Paragraphs, then sentences, then hard cuts: each piece at most ``limit`` characters."""
-    out: list[str] = []
+def _pieces(text: str, limit: int) -> list[tuple[str, bool]]:
+    """Paragraphs, then sentences, then hard cuts, each at most ``limit`` characters.
+    The flag says whether the piece starts a paragraph."""
+    out: list[tuple[str, bool]] = []
     for paragraph in re.split(r"\n\s*\n", text):
         paragraph = paragraph.strip()
         if not paragraph:
             continue
         if len(paragraph) <= limit:
-            out.append(paragraph)
+            out.append((paragraph, True))
             continue
+        first = True
         for sentence in _SENTENCE.split(paragraph):
             while len(sentence) > limit:
-                out.append(sentence[:limit])
-                sentence = sentence[limit:]
+                out.append((sentence[:limit], first))
+                sentence, first = sentence[limit:], False
             if sentence:
-                out.append(sentence)
+                out.append((sentence, first))
+                first = False
     return out
+
+
+def _join(pieces: list[tuple[str, bool]]) -> str:
+    text = ""
+    for piece, new_paragraph in pieces:
+        text += ("\n\n" if new_paragraph else " ") + piece if text else piece
+    return text
 
 
 def split(documents: list[Document], chunk_tokens: int, overlap_tokens: int = 0) -> list[Chunk]:
@@ -130,25 +145,21 @@ def split(documents: list[Document], chunk_tokens: int, overlap_tokens: int = 0)
     overlap = int(overlap_tokens * CHARS_PER_TOKEN)
     chunks: list[Chunk] = []
     for doc in documents:
-        current: list[str] = []
-        size = 0
+        current: list[tuple[str, bool]] = []
         index = 0
         for piece in _pieces(doc.text, limit):
-            if current and size + len(piece) + 2 > limit:
-                chunks.append(Chunk("\n\n".join(current), doc.source, index))
+            if current and len(_join([*current, piece])) > limit:
+                chunks.append(Chunk(_join(current), doc.source, index))
                 index += 1
-                kept: list[str] = []
+                kept: list[tuple[str, bool]] = []
                 for previous in reversed(current):  # carry the tail over as overlap
-                    if sum(map(len, kept)) + len(previous) > overlap:
+                    if len(_join([previous, *kept])) > overlap:
                         break
                     kept.insert(0, previous)
-                current, size = kept, sum(len(k) + 2 for k in kept)
-                if size + len(piece) + 2 > limit:
-                    current, size = [], 0
+                current = kept if len(_join([*kept, piece])) <= limit else []
             current.append(piece)
-            size += len(piece) + 2
         if current:
-            chunks.append(Chunk("\n\n".join(current), doc.source, index))
+            chunks.append(Chunk(_join(current), doc.source, index))
     return chunks
 
 

@@ -53,7 +53,8 @@ def extractive_answer(prompt: str) -> str:
         last = next((line for line in reversed(prompt.strip().splitlines()) if line.strip()), "")
         return f"You said: {last.strip()}"
     question = tail.split("Answer:")[0].strip()
-    sentences = [s.strip() for s in re.split(r"(?<=[.!?])\s+|\n{2,}", head) if s.strip()]
+    sentences = [s.strip() for s in re.split(r"(?<=[.!?])\s+|\n+", head) if s.strip()]
+    sentences = [s for s in sentences if question.lower() not in s.lower()]  # never quote the question back
     if not sentences:
         return "I don't know."
     wanted = _stems(question)

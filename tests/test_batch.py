@@ -1,0 +1,102 @@
+"""Batches: bounded concurrency, order kept, failures recorded and retried, throttling absorbed."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import pytest
+
+from sm_magic.batch import BatchResult, ItemError, run_batch
+from sm_magic.errors import ModelError
+from sm_magic.handlers.registry import Registry
+from sm_magic.invoke import invoke
+from sm_magic.local import Fault
+from sm_magic.session import Session
+
+TGI = Registry().get("tgi")
+
+
+def test_results_in_input_order_with_bounded_concurrency(session, local):
+    in_flight, peak = [0], [0]
+    lock = threading.Lock()
+
+    def call(prompt):
+        with lock:
+            in_flight[0] += 1
+            peak[0] = max(peak[0], in_flight[0])
+        try:
+            return invoke(session, "slow", prompt, TGI)
+        finally:
+            with lock:
+                in_flight[0] -= 1
+
+    batch = run_batch(call, [f"item {i}" for i in range(40)], concurrency=6, progress=False)
+    assert batch.texts == [f"You said: item {i}" for i in range(40)]
+    assert 1 < peak[0] <= 6
+
+
+def test_failures_are_kept_per_item_and_retried(session, local):
+    local.inject("faulty", Fault("model-error", times=3, message="bad item"))
+    batch = run_batch(lambda p: invoke(session, "faulty", p, TGI), [str(i) for i in range(10)], 1, progress=False)
+    assert len(batch.ok) == 7 and len(batch.failed) == 3
+    assert all(isinstance(f.error, ModelError) for f in batch.failed)
+    assert [f.index for f in batch.failed] == [0, 1, 2]
+    assert "7/10 ok · 3 failed" in batch.summary()
+    kept = batch[5]
+    batch.retry()
+    assert batch.texts == [f"You said: {i}" for i in range(10)]
+    assert batch[5] is kept  # finished results were not re-run
+
+
+def test_throttling_slows_the_batch_instead_of_failing_it(local):
+    session = Session.local(local.url, max_attempts=5)
+    local.inject("faulty", Fault("throttle", times=6))
+    batch = run_batch(lambda p: invoke(session, "faulty", p, TGI), [str(i) for i in range(12)], 4, progress=False)
+    assert batch.failed == [] and len(batch.ok) == 12
+
+
+def test_ctrl_c_stops_issuing_calls_and_keeps_finished_ones(session, local):
+    before = local.calls["slow"]
+
+    def trigger():  # once a few calls have been answered
+        while local.calls["slow"] < before + 6:
+            time.sleep(0.01)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=trigger, daemon=True).start()
+    batch = run_batch(lambda p: invoke(session, "slow", p, TGI), [str(i) for i in range(200)], 2, progress=False)
+    assert batch.interrupted
+    assert 0 < len(batch.ok) < 200
+    assert batch.pending  # not issued
+    done = len(batch.ok)
+    batch.retry(concurrency=8)
+    assert len(batch.ok) == 200 and done < 200
+
+
+def test_batch_magic_with_records_and_column(ip, local):
+    ip.user_ns["rows"] = [{"title": "A", "body": "alpha"}, {"title": "B", "body": "beta"}]
+    result = ip.run_cell_magic("sagemaker", "tgi --batch rows --column body", "{title}: {text}")
+    assert isinstance(result, BatchResult)
+    assert result.texts == ["You said: A: alpha", "You said: B: beta"]
+    assert "2/2 ok" in result._repr_markdown_()
+    with pytest.raises(Exception, match="no field 'missing'"):
+        ip.run_cell_magic("sagemaker", "tgi --batch rows --column missing", "{text}")
+
+
+def test_batch_dry_run_and_concurrency_cap(ip, local):
+    ip.user_ns["items"] = ["x", "y", "z"]
+    before = sum(local.calls.values())
+    shown = ip.run_cell_magic("sagemaker", "tgi --batch items --dry-run --concurrency 500", "Q {text}")
+    assert sum(local.calls.values()) - before == 0
+    assert "3 calls at concurrency 32" in repr(shown)  # capped at the client's connection pool
+    assert '"inputs": "Q x"' in repr(shown)
+
+
+def test_item_error_text():
+    from sm_magic.errors import Throttled
+
+    error = ItemError(3, "x", Throttled("slow down"))
+    assert str(error).startswith("#3: Throttled: slow down")
