@@ -110,9 +110,21 @@ def line_help() -> str:
     return "\n".join(parts)
 
 
+def option_reference() -> str:
+    """The README's option reference, generated from the magics' own parsers."""
+    rows = ["| option | meaning |", "|---|---|"]
+    for action in SageMakerMagics.sagemaker.parser._actions:
+        flags = ", ".join(f"`{o}`" for o in action.option_strings) or f"`{action.dest.upper()}`"
+        meaning = (action.help or "").replace("|", "\\|")
+        if action.choices:
+            meaning += f" ({', '.join(map(str, action.choices))})"
+        rows.append(f"| {flags} | {meaning} |")
+    return "\n".join(rows) + "\n\n```\n" + line_help() + "\n```"
+
+
 def _usage(parser: MagicArgumentParser) -> str:
     """``%sagemaker NAME [options]`` (IPython's formatter adds a ``::`` block prefix)."""
-    return parser.format_usage().replace("::\n\n  ", "", 1).strip()
+    return " ".join(parser.format_usage().replace("::\n\n  ", "", 1).split())  # one line, any terminal
 
 
 def _unescape(text: str) -> str:
@@ -179,11 +191,11 @@ class SageMakerMagics(Magics):
     @argument("--stream", action="store_true", default=None, help="show tokens as they arrive")
     @argument("--no-stream", dest="stream", action="store_false", help="do not stream (overrides the default)")
     @argument("--handler", help="content handler: a preset, a registered name, or auto (detect)")
-    @argument("--temperature", type=float)
-    @argument("--max-new-tokens", type=int)
-    @argument("--top-p", type=float)
-    @argument("--stop", action="append", help="stop sequence (repeatable)")
-    @argument("--seed", type=int)
+    @argument("--temperature", type=float, help="sampling temperature (0: greedy)")
+    @argument("--max-new-tokens", type=int, help="most tokens to generate")
+    @argument("--top-p", type=float, help="nucleus sampling probability")
+    @argument("--stop", action="append", help="stop sequence (repeatable; \\n means a newline)")
+    @argument("--seed", type=int, help="sampling seed")
     @argument("-m", "--model-kwargs", help="more model parameters as a JSON object")
     @argument("--custom-attributes", help="X-Amzn-SageMaker-Custom-Attributes, e.g. accept_eula=true")
     @argument("--inference-component", help="inference component name")
