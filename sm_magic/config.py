@@ -65,5 +65,6 @@ def effective(state: Any, magics: Any) -> list[dict[str, Any]]:
     settings = state.session.settings
     for key in SESSION_KEYS:
         rows.append({"setting": key, "value": getattr(settings, key), "source": "session"})
-    rows.append({"setting": "aliases file", "value": str(state.aliases.path), "source": "SM_MAGIC_ENDPOINTS or default"})
+    rows.append({"setting": "aliases file", "value": str(state.aliases.path),
+                 "source": "SM_MAGIC_ENDPOINTS or default"})
     return rows

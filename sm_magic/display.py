@@ -9,30 +9,42 @@ from typing import Any
 from sm_magic.result import Result
 
 
-class LiveText:
-    """One display that grows as chunks arrive, updated at a pace that keeps total cost linear.
+class Pacer:
+    """When to redraw a growing text so that the total cost stays linear in its length.
 
-    Each update re-sends the whole text, so updates are spaced by at least ``min_interval`` and
-    by a time proportional to the text's length: the bytes sent per second stay bounded.
+    Each redraw re-sends the whole text, so redraws are spaced by at least ``min_interval`` and by
+    a time proportional to the text's length: the characters sent per second stay bounded.
     """
 
     def __init__(self, min_interval: float = 0.05, chars_per_second: float = 400_000.0):
-        from IPython.display import display
-
         self.min_interval = min_interval
         self.chars_per_second = chars_per_second
+        self._last = 0.0
+
+    def due(self, length: int) -> bool:
+        now = time.perf_counter()
+        if now - self._last >= max(self.min_interval, length / self.chars_per_second):
+            self._last = now
+            return True
+        return False
+
+
+class LiveText:
+    """One display that grows as chunks arrive (display id updates, paced by :class:`Pacer`)."""
+
+    def __init__(self, pacer: Pacer | None = None):
+        from IPython.display import display
+
+        self.pacer = pacer or Pacer()
         self.chunks: list[str] = []
         self.length = 0
         self.updates = 0
-        self._last = 0.0
         self.handle = display({"text/plain": "…", "text/markdown": "…"}, raw=True, display_id=True)
 
     def add(self, chunk: str) -> None:
         self.chunks.append(chunk)
         self.length += len(chunk)
-        now = time.perf_counter()
-        if now - self._last >= max(self.min_interval, self.length / self.chars_per_second):
-            self._last = now
+        if self.pacer.due(self.length):
             self._show("".join(self.chunks) + " ▌")
 
     def _show(self, text: str) -> None:

@@ -57,7 +57,8 @@ class _LookupFormatter(string.Formatter):
                 try:
                     value = getattr(value, key)
                 except AttributeError:
-                    raise InterpolationError(f"{{{field_name}}}: {type(value).__name__} has no attribute '{key}'.") from None
+                    kind = type(value).__name__
+                    raise InterpolationError(f"{{{field_name}}}: {kind} has no attribute '{key}'.") from None
             else:
                 try:
                     value = value[key]

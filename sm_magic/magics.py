@@ -155,7 +155,8 @@ class SageMakerMagics(Magics):
     context_tokens = Int(2048, help="Default context size (tokens) for --docs.").tag(config=True)
     read_timeout = Float(80.0, help="Seconds to wait for an answer.").tag(config=True)
     short_errors = Bool(True, help="One-paragraph errors; False shows full tracebacks.").tag(config=True)
-    aliases_file = Unicode("", help="Path of the aliases INI file (default ~/.sm_magic/endpoints.ini).").tag(config=True)
+    aliases_file = Unicode("", help="Path of the aliases INI file (default ~/.sm_magic/endpoints.ini).").tag(
+        config=True)
 
     def __init__(self, shell: Any = None, **kwargs: Any):
         super().__init__(shell=shell, **kwargs)
@@ -186,7 +187,7 @@ class SageMakerMagics(Magics):
     # -- the magic ---------------------------------------------------------------------------------
     @magic_arguments()
     @argument("endpoint", nargs="?", help="endpoint name or saved alias (default: the configured one)")
-    @argument("-o", "--out", metavar="VAR", help="store the Result (or BatchResult) in VAR; also `VAR << ` before the endpoint")
+    @argument("-o", "--out", metavar="VAR", help="store the Result in VAR (also: `VAR <<` before ENDPOINT)")
     @argument("-f", "--format", choices=FORMATS, help="how the answer renders (default markdown)")
     @argument("--stream", action="store_true", default=None, help="show tokens as they arrive")
     @argument("--no-stream", dest="stream", action="store_false", help="do not stream (overrides the default)")
@@ -306,9 +307,9 @@ class SageMakerMagics(Magics):
         raise ConfigError(f"{what} '{name}' is not defined in the notebook.{hint}")
 
     def _docs(self, args: Any, spec: CallSpec, namespace: dict[str, Any]) -> Any:
-        from sm_magic.qa import make_plan, load_documents, template_text
+        from sm_magic.qa import load_documents, make_plan, template_text
 
-        docs = namespace[args.docs] if args.docs in namespace else args.docs
+        docs = namespace.get(args.docs, args.docs)
         template = self._value(args.template, namespace, "Template") if args.template else None
         context = args.context_tokens or self._alias_context(spec) or self.state.context_tokens
         if args.dry_run:
@@ -359,10 +360,9 @@ class SageMakerMagics(Magics):
         elif args.client or args.boto_session:
             client = self._value(args.client, ns, "Client") if args.client else None
             boto = self._value(args.boto_session, ns, "boto3 session") if args.boto_session else None
-            if client is not None and getattr(getattr(client, "meta", None), "service_model", None) is not None:
-                if client.meta.service_model.service_name != "sagemaker-runtime":
-                    raise ConfigError(f"--client needs a 'sagemaker-runtime' client, not "
-                                      f"'{client.meta.service_model.service_name}'.")
+            model = getattr(getattr(client, "meta", None), "service_model", None)
+            if model is not None and model.service_name != "sagemaker-runtime":
+                raise ConfigError(f"--client needs a 'sagemaker-runtime' client, not '{model.service_name}'.")
             state.set_session(Session(SessionSettings(region=args.region), client=client, boto_session=boto))
         else:
             changes = {k: v for k, v in {

@@ -270,7 +270,8 @@ def _map_reduce(question: str, plan: Plan, template: str, ask: Ask, ask_many: As
     while estimate_tokens(fill(template, context="\n\n".join(notes), question=question)) > budget and len(notes) > 1:
         groups, current = [], []
         for note in notes:
-            if current and estimate_tokens(fill(template, context="\n\n".join([*current, note]), question=question)) > budget:
+            combined = fill(template, context="\n\n".join([*current, note]), question=question)
+            if current and estimate_tokens(combined) > budget:
                 groups.append(current)
                 current = []
             current.append(note)

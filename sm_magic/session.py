@@ -17,7 +17,7 @@ from typing import Any
 from sm_magic.errors import ConfigError, CredentialsError, translate
 
 LOCAL_KEY = "local-access-key"
-LOCAL_SECRET = "local-secret"  # noqa: S105 - the local endpoint's fake credential, not a secret
+LOCAL_SECRET = "local-secret"
 
 
 def mask(key: str | None) -> str:

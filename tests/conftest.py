@@ -122,5 +122,6 @@ def ip(local: LocalEndpoint, tmp_path, monkeypatch: pytest.MonkeyPatch):
     shell.register_magics(magics)
     shell.user_ns["_sm_magics"] = magics
     yield shell
-    for name in [n for n in shell.user_ns if not n.startswith("_") and n not in ("In", "Out", "exit", "quit", "get_ipython")]:
+    keep = ("In", "Out", "exit", "quit", "get_ipython")
+    for name in [n for n in shell.user_ns if not n.startswith("_") and n not in keep]:
         shell.user_ns.pop(name, None)

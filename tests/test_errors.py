@@ -5,8 +5,16 @@ from __future__ import annotations
 import pytest
 
 from sm_magic.errors import (
-    ConnectionFailed, CredentialsError, EndpointNotFound, HandlerError, ModelError, ReadTimeout, ServiceError,
-    StreamError, Throttled, ValidationFailed,
+    ConnectionFailed,
+    CredentialsError,
+    EndpointNotFound,
+    HandlerError,
+    ModelError,
+    ReadTimeout,
+    ServiceError,
+    StreamError,
+    Throttled,
+    ValidationFailed,
 )
 from sm_magic.handlers.registry import Registry
 from sm_magic.invoke import invoke, stream

@@ -39,7 +39,9 @@ def state(ip):
 
 
 def markdown(value) -> str:
-    return value._repr_markdown_() if hasattr(value, "_repr_markdown_") else value._repr_mimebundle_()[0]["text/markdown"]
+    if hasattr(value, "_repr_markdown_"):
+        return value._repr_markdown_()
+    return value._repr_mimebundle_()[0]["text/markdown"]
 
 
 def test_cell_is_the_prompt_and_renders_with_a_footer(ip):
@@ -111,7 +113,8 @@ def test_unknown_handler_suggests_the_closest(ip):
 
 
 def test_invoke_header_flags(ip):
-    value, _ = cell(ip, "multi --target-variant green --custom-attributes trace=1 --inference-id r1 --session-id NEW_SESSION")
+    value, _ = cell(ip, "multi --target-variant green --custom-attributes trace=1 --inference-id r1 "
+                        "--session-id NEW_SESSION")
     assert value.variant == "green" and value.response_attributes == "trace=1" and value.new_session_id
     value, _ = cell(ip, "components --inference-component ic-small --handler tgi-messages")
     assert value.text == "You said: hi"

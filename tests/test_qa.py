@@ -105,8 +105,8 @@ def test_map_reduce_over_200_documents_runs_the_map_step_concurrently(ip, local)
 
 def test_refine_mode(ip):
     ip.user_ns["memos"] = corpus(6)
-    result = ip.run_cell_magic("sagemaker", "tgi --docs memos --mode refine --context-tokens 400 --max-new-tokens 48 --handler tgi",
-                               "Where did the archive move?")
+    line = "tgi --docs memos --mode refine --context-tokens 400 --max-new-tokens 48 --handler tgi"
+    result = ip.run_cell_magic("sagemaker", line, "Where did the archive move?")
     assert result.data["mode"] == "refine"
     assert "north wing" in result.text
 

@@ -46,7 +46,7 @@ def test_profile_and_region_from_aws_files(aws_env, tmp_path, monkeypatch):
 
 def test_unknown_profile_is_a_credentials_error(aws_env):
     with pytest.raises(CredentialsError) as info:
-        Session(SessionSettings(profile="nobody")).runtime
+        _ = Session(SessionSettings(profile="nobody")).runtime
     assert "(nobody) could not be found" in info.value.explain()
     assert "list-profiles" in info.value.explain()
 
@@ -95,7 +95,7 @@ def test_role_without_source_credentials_says_so(aws_env, monkeypatch):
     monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     with pytest.raises(CredentialsError, match="no source credentials"):
-        Session(SessionSettings(region="us-east-1", role_arn="arn:aws:iam::1:role/x")).runtime
+        _ = Session(SessionSettings(region="us-east-1", role_arn="arn:aws:iam::1:role/x")).runtime
 
 
 def test_read_timeout_is_not_retried_by_default(local):

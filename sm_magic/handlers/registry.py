@@ -52,7 +52,8 @@ class Registry:
         if name == "json":
             raise ConfigError(
                 "The json handler needs a request template and a response path: register one with "
-                "`%sagemaker handlers json NAME --request '{\"inputs\": \"{prompt}\"}' --response '[0].generated_text'`."
+                "`%sagemaker handlers json NAME --request '{\"inputs\": \"{prompt}\"}' "
+                "--response '[0].generated_text'`."
             )
         raise ConfigError(f"Unknown content handler '{name}'. {closest(name, self.names())}")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import importlib.util
 import os
 import re
@@ -22,10 +23,9 @@ INSTALL_HINT = (
 
 _TOKEN = re.compile(r"\s*\S+|\s+$")
 _WORD = re.compile(r"[a-z0-9]+")
-_STOPWORDS = set(
-    "a an and are as at be by did do does for from had has have he her his how i in is it its "
-    "of on or she that the their them they this to was were what when where which who why will "
-    "with you your".split()
+_STOPWORDS = frozenset(
+    "a an and are as at be by did do does for from had has have he her his how i in is it its of on or she "
+    "that the their them they this to was were what when where which who why will with you your".split()
 )
 
 
@@ -173,5 +173,6 @@ def make_backend(kind: str, token_delay: float = 0.0, fill_to_max_tokens: bool =
         with _shared_lock:
             if _shared_model is None:
                 _shared_model = LlamaBackend()
+                atexit.register(_shared_model.llm.close)  # before llama.cpp's module teardown
             return _shared_model
     raise ValueError(f"unknown backend {kind!r}: choose deterministic, model or auto")

@@ -60,7 +60,7 @@ def _json(body: bytes) -> dict | list:
     try:
         return json.loads(body or b"null")
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ContainerError(422, f"Failed to deserialize the JSON body into the target type: {e}")
+        raise ContainerError(422, f"Failed to deserialize the JSON body into the target type: {e}") from None
 
 
 def _params(raw: dict, gen: Generation, *, stop_key: str = "stop") -> Generation:
@@ -314,7 +314,7 @@ class Embedding(Container):
         try:
             text = body.decode("utf-8")
         except UnicodeDecodeError as e:
-            raise ContainerError(400, f"Unable to decode input as UTF-8: {e}")
+            raise ContainerError(400, f"Unable to decode input as UTF-8: {e}") from None
         if headers.get("content-type", "").startswith("application/json"):
             data = _json(body)
             text = data.get("inputs") if isinstance(data, dict) else None

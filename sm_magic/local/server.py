@@ -7,6 +7,7 @@ AWS's error shapes, and (when given credentials) SigV4 verification.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import socket
@@ -103,10 +104,8 @@ class LocalEndpoint:
             return
         self._httpd.shutdown()
         for conn in list(self._connections):
-            try:
+            with contextlib.suppress(OSError):
                 conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
         self._httpd.server_close()
         self._httpd = None
 
@@ -217,7 +216,8 @@ class LocalEndpoint:
         elif kind == "unavailable":
             raise ApiError(503, "ServiceUnavailable", "The service is unavailable. Try again later.")
         elif kind == "dependency":
-            raise ApiError(530, "InternalDependencyException", "Your request caused an exception with an internal dependency.")
+            raise ApiError(530, "InternalDependencyException",
+                           "Your request caused an exception with an internal dependency.")
         elif kind == "model-error":
             raise self.model_error(name, fault.status, fault.message)
 
@@ -265,10 +265,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.endpoint._connections.add(self.connection)
 
     def finish(self) -> None:
-        try:
+        with contextlib.suppress(OSError):
             super().finish()
-        except OSError:
-            pass
         self.endpoint._connections.discard(self.connection)
 
     def log_message(self, format: str, *args: object) -> None:  # quiet by default
@@ -391,7 +389,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._invoke_stream(ep, gen, tokens, usage, fault, response_headers)
 
     def _invoke_headers(self, ep: _Endpoint, headers: dict[str, str]) -> dict[str, str]:
-        out = {"x-Amzn-Invoked-Production-Variant": headers.get("x-amzn-sagemaker-target-variant") or ep.spec.variants[0]}
+        variant = headers.get("x-amzn-sagemaker-target-variant") or ep.spec.variants[0]
+        out = {"x-Amzn-Invoked-Production-Variant": variant}
         if "x-amzn-sagemaker-custom-attributes" in headers:
             out["X-Amzn-SageMaker-Custom-Attributes"] = headers["x-amzn-sagemaker-custom-attributes"]
         session = headers.get("x-amzn-sagemaker-session-id")
@@ -424,10 +423,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(payload[: len(payload) // 2])
             self.wfile.flush()
         self.close_connection = True
-        try:
+        with contextlib.suppress(OSError):
             self.connection.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
 
     def _invoke_stream(self, ep: _Endpoint, gen: Generation, tokens: Iterator[str], usage: Usage,
                        fault: Fault | None, headers: dict[str, str]) -> None:
@@ -452,9 +449,8 @@ class _Handler(BaseHTTPRequestHandler):
                     return
                 self._chunk(eventstream.payload_part(data))
                 parts += 1
-            if fault and parts < fault.after_parts and fault.kind != "malformed":
-                if self._stream_fault(ep, fault):
-                    return
+            if fault and parts < fault.after_parts and fault.kind != "malformed" and self._stream_fault(ep, fault):
+                return
             self.wfile.write(b"0\r\n\r\n")
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
