@@ -1,0 +1,187 @@
+"""The panel in-process: every control and callback, errors shown, one state with the magics."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import UTC, datetime
+
+import pytest
+
+from sm_magic.widgets.panel import Panel
+from tests.conftest import FAKE_KEY_ID, FAKE_SECRET, FAKE_TOKEN, SEED_CONTEXT
+
+EXPECTED = "Therefore, Peter stayed with her at the hospital for 3 days without leaving."
+
+
+@pytest.fixture
+def panel(ip, local):
+    p = Panel(ip.user_ns["_sm_magics"].state, ip)
+    p.local_button.click()
+    p.connect.click()
+    return p
+
+
+def run(panel: Panel, button=None) -> None:
+    (button or panel.run).click()
+    panel.wait()
+
+
+def test_magic_opens_the_panel(ip):
+    widget = ip.run_line_magic("sagemaker", "panel")
+    assert "sm-panel" in widget._dom_classes
+    assert [widget.children[0].get_title(i) for i in range(5)] == ["Session", "Endpoint", "Parameters", "Prompt",
+                                                                   "History"]
+
+
+def test_connect_to_the_local_endpoint_shows_the_identity(panel, local):
+    assert panel.endpoint_url.value == local.url
+    assert "account <b>000000000000</b>" in panel.identity.value
+    assert panel.state.session.settings.endpoint_url == local.url
+
+
+def test_connect_error_is_explained_in_the_panel(panel):
+    panel.endpoint_url.value = "http://127.0.0.1:9"
+    panel.connect.click()
+    assert "Could not reach" in panel.identity.value
+
+
+def test_static_keys_are_cleared_after_connect_and_never_shown(panel, local):
+    panel._local = False
+    panel.region.value = "us-east-1"
+    panel.access_key.value, panel.secret_key.value, panel.session_token.value = FAKE_KEY_ID, FAKE_SECRET, FAKE_TOKEN
+    panel.connect.click()
+    assert (panel.access_key.value, panel.secret_key.value, panel.session_token.value) == ("", "", "")
+    state = json.dumps([w.get_state() for w in panel.widget.children[0].children[0].children], default=str)
+    shown = state + panel.identity.value
+    for secret in (FAKE_SECRET, FAKE_TOKEN, FAKE_KEY_ID):
+        assert secret not in shown
+
+
+def test_refresh_lists_endpoints_and_alias_picker_sets_the_endpoint(panel, ip):
+    panel.refresh.click()
+    assert "tgi" in panel.endpoint.options
+    assert "tgi — InService" in panel.endpoint_list.value
+    ip.run_line_magic("sagemaker", "alias add qa lmi --max-new-tokens 5")
+    panel.state.session = panel.state.session  # refresh choices as a reconnect would
+    panel._refresh_choices()
+    panel.alias.value = "qa"
+    assert panel.state.endpoint == "qa" and panel.endpoint.value == "qa"
+
+
+def test_parameters_are_validated_as_typed(panel):
+    panel.temperature.value = "0.5"
+    panel.max_new_tokens.value = "12"
+    panel.top_p.value = "0.9"
+    panel.stop_sequences.value = "END\nSTOP"
+    panel.extra.value = '{"do_sample": true}'
+    s = panel.state
+    assert (s.temperature, s.max_new_tokens, s.top_p, s.stop, s.model_kwargs) == (
+        0.5, 12, 0.9, ["END", "STOP"], {"do_sample": True})
+    panel.max_new_tokens.value = "twelve"
+    assert "Max new tokens must be an integer" in panel.param_errors.value
+    assert s.max_new_tokens == 12  # unchanged while invalid
+    panel.max_new_tokens.value = "7"
+    panel.extra.value = "[1, 2]"
+    assert "Extra JSON must be a JSON object" in panel.param_errors.value
+
+
+def test_run_with_interpolation_shows_answer_footer_and_history(panel, ip):
+    ip.user_ns["context"] = SEED_CONTEXT
+    panel.endpoint.value = "tgi"
+    panel.prompt.value = "{context}\nQuestion: How long was Elizabeth hospitalized?\nAnswer:"
+    run(panel)
+    assert EXPECTED in panel.answer.value
+    assert "endpoint `tgi`" in panel.footer.value and " ms" in panel.footer.value
+    assert not panel.run.disabled and panel.busy.layout.visibility == "hidden"
+    assert "tgi" in panel.history.options[0][0] and "ok" in panel.history.options[0][0]
+
+
+def test_streaming_run(panel):
+    panel.endpoint.value = "lmi"
+    panel.handler.value = "lmi"
+    panel.stream.value = True
+    panel.prompt.value = SEED_CONTEXT + "\nQuestion: How long was Elizabeth hospitalized?\nAnswer:"
+    run(panel)
+    assert EXPECTED in panel.answer.value and "tokens" in panel.footer.value
+    assert panel.state.last.streamed
+
+
+def test_stop_cancels_a_stream_and_keeps_what_arrived(panel):
+    panel.endpoint.value = "trickle"
+    panel.stream.value = True
+    panel.max_new_tokens.value = "2000"
+    panel.prompt.value = "go"
+    panel.run.click()
+    time.sleep(0.4)
+    assert panel.run.disabled  # busy while running
+    panel.stop.click()
+    panel.wait()
+    assert panel.state.last.interrupted and "interrupted" in panel.footer.value
+    assert 0 < len(panel.state.last.text.split()) < 2000
+
+
+def test_dry_run_shows_the_request(panel, local):
+    panel.endpoint.value = "tgi"
+    panel.handler.value = "tgi"
+    panel.temperature.value = "0.3"
+    panel.prompt.value = "Hello"
+    before = sum(local.calls.values())
+    run(panel, panel.dry_run)
+    assert "POST /endpoints/tgi/invocations" in panel.answer.value and "temperature" in panel.answer.value
+    assert sum(local.calls.values()) == before
+
+
+def test_documents_from_the_namespace_and_uploads(panel, ip):
+    ip.user_ns["notes"] = [SEED_CONTEXT]
+    panel._refresh_choices()
+    panel.endpoint.value = "tgi"
+    panel.docs.value = "notes"
+    panel.qa_mode.value = "stuff"
+    panel.prompt.value = "How long was Elizabeth hospitalized?"
+    run(panel)
+    assert "3 days" in panel.answer.value and "sources: doc0" in panel.footer.value
+    panel.docs.value = ""
+    panel.upload.value = ({"name": "notes.md", "type": "text/markdown", "size": len(SEED_CONTEXT),
+                           "content": memoryview(SEED_CONTEXT.encode()), "last_modified": datetime.now(UTC)},)
+    run(panel)
+    assert "3 days" in panel.answer.value
+
+
+def test_errors_are_shown_in_the_panel(panel):
+    panel.endpoint.value = "missing-endpoint"
+    panel.prompt.value = "hi"
+    run(panel)
+    assert "EndpointNotFound" in panel.status.value and "%sagemaker endpoints" in panel.status.value
+    panel.endpoint.value = "tgi"
+    panel.prompt.value = "{undefined_name}"
+    run(panel)
+    assert "{undefined_name}" in panel.status.value
+    panel.prompt.value = "fine"
+    run(panel)
+    assert panel.status.value == "" and "You said: fine" in panel.answer.value
+
+
+def test_history_restore_brings_back_prompt_and_settings(panel):
+    panel.endpoint.value = "tgi"
+    panel.max_new_tokens.value = "9"
+    panel.prompt.value = "first prompt"
+    run(panel)
+    panel.endpoint.value = "lmi"
+    panel.max_new_tokens.value = ""
+    panel.prompt.value = "something else"
+    panel.history.value = panel.history.options[0][1]
+    panel.restore.click()
+    assert panel.prompt.value == "first prompt"
+    assert panel.state.endpoint == "tgi" and panel.max_new_tokens.value == "9"
+
+
+def test_panel_and_magics_share_one_state(panel, ip):
+    panel.temperature.value = "0.25"
+    panel.endpoint.value = "tgi"
+    result = ip.run_cell_magic("sagemaker", "--dry-run --handler tgi", "Hi")
+    assert result.endpoint == "tgi" and json.loads(result.request.body)["parameters"]["temperature"] == 0.25
+    ip.run_line_magic("sagemaker", "config endpoint=lmi max_new_tokens=4")
+    assert panel.endpoint.value == "lmi" and panel.max_new_tokens.value == "4"
+    ip.run_cell_magic("sagemaker", "tgi --handler tgi", "from the magic")
+    assert "from the magic" in panel.history.options[0][0]
