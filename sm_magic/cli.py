@@ -77,7 +77,8 @@ def serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_notebook(path: Path, out_dir: Path, env: dict[str, str], timeout: int = 300) -> object:
+def run_notebook(path: Path, out_dir: Path, env: dict[str, str], timeout: int = 300,
+                 store_widget_state: bool = False) -> object:
     """Execute a notebook in a fresh kernel with ``env``; write it (and HTML) to ``out_dir``."""
     import nbformat
     from nbclient import NotebookClient
@@ -86,7 +87,7 @@ def run_notebook(path: Path, out_dir: Path, env: dict[str, str], timeout: int = 
     saved = dict(os.environ)
     os.environ.update(env)
     try:
-        NotebookClient(nb, timeout=timeout, kernel_name="python3",
+        NotebookClient(nb, timeout=timeout, kernel_name="python3", store_widget_state=store_widget_state,
                        resources={"metadata": {"path": str(path.parent)}}).execute()
     finally:
         os.environ.clear()

@@ -85,6 +85,8 @@ class Session:
         if unknown:
             raise ConfigError(f"Unknown session setting(s): {', '.join(sorted(unknown))}.")
         keep_external = not ({"profile", "role_arn", "access_key_id", "endpoint_url"} & set(changes))
+        if changes.get("profile") and "access_key_id" not in changes:  # the profile's keys, not ours
+            changes.update(access_key_id=None, secret_access_key=None, session_token=None)
         return Session(
             replace(self.settings, **changes),
             client=self._external_client if keep_external else None,

@@ -76,6 +76,7 @@ class LocalEndpoint:
         for spec in self.config.endpoints:
             self.add_endpoint(spec)
         self.calls: Counter[str] = Counter()
+        self.assumed: dict[str, str] = {}  # access key id issued by AssumeRole → assumed-role ARN
         self._calls_lock = threading.Lock()
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -498,16 +499,32 @@ class _Handler(BaseHTTPRequestHandler):
                    {"Content-Type": "application/x-amz-json-1.1"})
 
     def _sts(self, body: bytes) -> None:
+        """STS GetCallerIdentity and AssumeRole (query protocol, XML answers)."""
         form = {k: v[0] for k, v in parse_qs(body.decode()).items()}
-        if form.get("Action") != "GetCallerIdentity":
-            raise ApiError(400, "InvalidAction", f"Could not find operation {form.get('Action')}")
+        action = form.get("Action")
         account = self.endpoint.config.account
-        xml = (
-            '<GetCallerIdentityResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/">'
-            f"<GetCallerIdentityResult><Arn>arn:aws:iam::{account}:user/local</Arn>"
-            f"<UserId>AIDALOCALUSER</UserId><Account>{account}</Account></GetCallerIdentityResult>"
-            "<ResponseMetadata><RequestId>local</RequestId></ResponseMetadata></GetCallerIdentityResponse>"
-        )
+        if action == "GetCallerIdentity":
+            key = re.search(r"Credential=([^/]+)/", self.headers.get("Authorization", ""))
+            arn = self.endpoint.assumed.get(key.group(1) if key else "", f"arn:aws:iam::{account}:user/local")
+            result = f"<Arn>{escape(arn)}</Arn><UserId>AIDALOCALUSER</UserId><Account>{account}</Account>"
+        elif action == "AssumeRole":
+            duration = int(form.get("DurationSeconds", 3600))
+            if not 900 <= duration <= 43200:
+                raise ApiError(400, "ValidationError", "DurationSeconds must be between 900 and 43200.")
+            key = "ASIA" + uuid.uuid4().hex[:16].upper()
+            role, name = form.get("RoleArn", ""), form.get("RoleSessionName", "session")
+            assumed = f"{role.replace(':iam:', ':sts:').replace(':role/', ':assumed-role/')}/{name}"
+            self.endpoint.assumed[key] = assumed
+            expires = (datetime.now(UTC) + timedelta(seconds=duration)).strftime("%Y-%m-%dT%H:%M:%SZ")
+            result = (f"<Credentials><AccessKeyId>{key}</AccessKeyId><SecretAccessKey>{uuid.uuid4().hex}"
+                      f"</SecretAccessKey><SessionToken>{uuid.uuid4().hex}</SessionToken>"
+                      f"<Expiration>{expires}</Expiration></Credentials>"
+                      f"<AssumedRoleUser><Arn>{escape(assumed)}</Arn><AssumedRoleId>AROALOCAL:{escape(name)}"
+                      "</AssumedRoleId></AssumedRoleUser>")
+        else:
+            raise ApiError(400, "InvalidAction", f"Could not find operation {action}")
+        xml = (f'<{action}Response xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><{action}Result>{result}'
+               f"</{action}Result><ResponseMetadata><RequestId>local</RequestId></ResponseMetadata></{action}Response>")
         self._send(200, xml.encode(), {"Content-Type": "text/xml"})
 
 

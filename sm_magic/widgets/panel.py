@@ -10,6 +10,7 @@ from __future__ import annotations
 import html
 import json
 import os
+import re
 import threading
 from typing import Any
 
@@ -368,7 +369,8 @@ class Panel:
     def _show(self, result: Result) -> None:
         self.state.last = result
         self.answer.value = _pre(result.text)
-        self.footer.value = f"<small>{html.escape(result.footer())}</small>"
+        footer = re.sub(r"`([^`]*)`", r"<code>\1</code>", html.escape(result.footer()))
+        self.footer.value = f"<small>{footer}</small>"
 
     # -- history -------------------------------------------------------------------------------------------
     def _show_history(self) -> None:
