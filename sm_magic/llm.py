@@ -14,6 +14,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.language_models.llms import LLM
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult, GenerationChunk
+from langchain_core.runnables import Runnable
 from pydantic import BaseModel, ConfigDict, PrivateAttr
 
 from sm_magic.handlers.base import ContentHandler, LLMContentHandler, adapt
@@ -81,6 +82,15 @@ class _EndpointFields(BaseModel):
         if stop:
             params["stop"] = stop
         return params
+
+    def batch(self, inputs: list[Any], config: Any = None, *, return_exceptions: bool = False,
+              **kwargs: Any) -> list[Any]:
+        """Concurrent, at most ``config["max_concurrency"]`` calls in flight.
+
+        (LangChain's ``BaseLLM.batch`` sends a batch's prompts one after another; the Runnable
+        default runs ``invoke`` on a bounded thread pool, which is what an endpoint wants.)
+        """
+        return Runnable.batch(self, inputs, config, return_exceptions=return_exceptions, **kwargs)  # type: ignore[arg-type]
 
 
 class SagemakerEndpoint(_EndpointFields, LLM):

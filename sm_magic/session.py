@@ -68,6 +68,7 @@ class Session:
         self._boto_session: Any = None
         self._clients: dict[str, Any] = {}
         self._lock = threading.Lock()
+        self._client_lock = threading.Lock()
         if client is not None and self.settings.region is None:
             self.settings.region = client.meta.region_name
 
@@ -171,13 +172,13 @@ class Session:
         """A cached client for ``sagemaker-runtime``, ``sagemaker`` or ``sts``."""
         if service == "sagemaker-runtime" and self._external_client is not None:
             return self._external_client
-        with self._lock:
-            cached = self._clients.get(service)
+        cached = self._clients.get(service)
         if cached is not None:
             return cached
-        made = self._make_client(service)
-        with self._lock:
-            return self._clients.setdefault(service, made)
+        with self._client_lock:  # one client, even when a batch's threads all ask at once
+            if service not in self._clients:
+                self._clients[service] = self._make_client(service)
+            return self._clients[service]
 
     def _make_client(self, service: str) -> Any:
         from botocore import exceptions as bx

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -60,6 +63,35 @@ def _no_leftover_faults(request: pytest.FixtureRequest) -> Iterator[None]:
     yield
     if "local" in request.fixturenames:
         request.getfixturevalue("local").clear_faults()
+
+
+@pytest.fixture
+def in_flight(local: LocalEndpoint):
+    """``with in_flight("endpoint") as peak:`` → peak[0] is the most calls the endpoint served at once."""
+
+    @contextlib.contextmanager
+    def watch(endpoint: str) -> Iterator[list[int]]:
+        backend = local._endpoints[endpoint].backend
+        original, current, peak, lock = backend.generate, [0], [0], threading.Lock()
+
+        def counting(gen):
+            with lock:
+                current[0] += 1
+                peak[0] = max(peak[0], current[0])
+            try:
+                time.sleep(0.01)
+                yield from original(gen)
+            finally:
+                with lock:
+                    current[0] -= 1
+
+        backend.generate = counting
+        try:
+            yield peak
+        finally:
+            backend.generate = original
+
+    return watch
 
 
 @pytest.fixture

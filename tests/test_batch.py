@@ -19,21 +19,10 @@ from sm_magic.session import Session
 TGI = Registry().get("tgi")
 
 
-def test_results_in_input_order_with_bounded_concurrency(session, local):
-    in_flight, peak = [0], [0]
-    lock = threading.Lock()
-
-    def call(prompt):
-        with lock:
-            in_flight[0] += 1
-            peak[0] = max(peak[0], in_flight[0])
-        try:
-            return invoke(session, "slow", prompt, TGI)
-        finally:
-            with lock:
-                in_flight[0] -= 1
-
-    batch = run_batch(call, [f"item {i}" for i in range(40)], concurrency=6, progress=False)
+def test_results_in_input_order_with_bounded_concurrency(session, in_flight):
+    with in_flight("slow") as peak:
+        batch = run_batch(lambda p: invoke(session, "slow", p, TGI), [f"item {i}" for i in range(40)],
+                          concurrency=6, progress=False)
     assert batch.texts == [f"You said: item {i}" for i in range(40)]
     assert 1 < peak[0] <= 6
 

@@ -113,3 +113,12 @@ def test_real_model_streams_token_by_token(model_endpoint):
     chunks = list(llm.stream(SEED_PROMPT))
     assert len(chunks) > 5
     assert "3 days" in "".join(chunks)
+
+
+def test_batch_runs_concurrently(session, in_flight):
+    """LangChain's BaseLLM.batch is sequential; ours keeps up to max_concurrency calls in flight."""
+    llm = SagemakerEndpoint(endpoint_name="slow", session=session, content_handler="tgi")
+    with in_flight("slow") as peak:
+        answers = llm.batch([f"q{i}" for i in range(12)], config={"max_concurrency": 4})
+    assert answers == [f"You said: q{i}" for i in range(12)]
+    assert 1 < peak[0] <= 4

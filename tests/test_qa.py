@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import threading
-import time
-
 import pytest
 from langchain_core.documents import Document
 from langchain_core.prompts import PromptTemplate
@@ -74,29 +71,11 @@ def test_stuff_answers_the_seed_question(ip):
     assert "sources: doc0" in result._repr_mimebundle_()[0]["text/markdown"]
 
 
-def test_map_reduce_over_200_documents_runs_the_map_step_concurrently(ip, local):
+def test_map_reduce_over_200_documents_runs_the_map_step_concurrently(ip, in_flight):
     ip.user_ns["memos"] = corpus()
-    in_flight, peak = [0], [0]
-    lock = threading.Lock()
-    original = local._endpoints["slow"].backend.generate
-
-    def counting(gen):
-        with lock:
-            in_flight[0] += 1
-            peak[0] = max(peak[0], in_flight[0])
-        try:
-            time.sleep(0.01)
-            yield from original(gen)
-        finally:
-            with lock:
-                in_flight[0] -= 1
-
-    local._endpoints["slow"].backend.generate = counting
-    try:
+    with in_flight("slow") as peak:
         result = ip.run_cell_magic("sagemaker", "slow --docs memos --context-tokens 1024 --concurrency 8 --handler tgi",
                                    "Where did the archive move?")
-    finally:
-        local._endpoints["slow"].backend.generate = original
     assert result.data["mode"] == "map-reduce"
     assert "north wing" in result.text
     assert len(result.data["map_answers"]) == len({s["source"] for s in result.sources}) <= 200
