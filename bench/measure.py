@@ -156,13 +156,12 @@ def per_call(server: LocalEndpoint, repeat: int) -> list[Row]:
 
 def _shell(server: LocalEndpoint):
     from IPython.core.interactiveshell import InteractiveShell
-    from IPython.testing.globalipapp import start_ipython
 
     os.environ["SM_MAGIC_LOCAL_URL"] = server.url
     os.environ.setdefault("SM_MAGIC_ENDPOINTS", os.devnull)
-    start_ipython()
     shell = InteractiveShell.instance()
-    shell.run_line_magic("load_ext", "sm_magic")
+    if "sm_magic" not in shell.extension_manager.loaded:
+        shell.run_line_magic("load_ext", "sm_magic")
     shell.run_line_magic("sagemaker", f"session --local {server.url}")
     return shell
 

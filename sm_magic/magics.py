@@ -127,6 +127,14 @@ def _usage(parser: MagicArgumentParser) -> str:
     return " ".join(parser.format_usage().replace("::\n\n  ", "", 1).split())  # one line, any terminal
 
 
+def _argv(line: str) -> list[str]:
+    """Shell-like words: quotes and spaces survive (JSON in -m, stop sequences)."""
+    try:
+        return arg_split(line, posix=True)
+    except ValueError as e:
+        raise UsageError(f"Could not read the options ({e}): {line!r}. Close the quote, or escape it.") from None
+
+
 def _unescape(text: str) -> str:
     """``\\n`` and ``\\t`` typed in a flag mean a newline and a tab (stop sequences)."""
     return re.sub(r"\\([nt\\])", lambda m: {"n": "\n", "t": "\t", "\\": "\\"}[m.group(1)], text)
@@ -239,7 +247,7 @@ class SageMakerMagics(Magics):
         match = _TARGET.match(line)
         if match:
             target, line = match.groups()
-        args = self.sagemaker.parser.parse_args(arg_split(line, posix=True))  # quotes and spaces survive
+        args = self.sagemaker.parser.parse_args(_argv(line))
         target = args.out or target
         namespace = self.shell.user_ns
         prompt = cell.strip("\n")
@@ -340,7 +348,7 @@ class SageMakerMagics(Magics):
             hint = f"Did you mean {' or '.join(near)}?" if near else f"Commands: {', '.join(COMMANDS)}."
             raise UsageError(f"Unknown %sagemaker command '{words[0]}'. {hint}")
         try:
-            args = LINE_PARSER.parse_args(arg_split(line, posix=True))
+            args = LINE_PARSER.parse_args(_argv(line))
         except UsageError as e:
             raise UsageError(f"{e}\nusage: {_usage(_SUBPARSERS[words[0]])}") from None
         return getattr(self, f"_cmd_{args.command}")(args)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -9,11 +10,13 @@ import threading
 import time
 
 import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
 from IPython.core.error import UsageError
 from IPython.utils.capture import capture_output
 
 from sm_magic.batch import BatchResult
-from sm_magic.errors import ConfigError, EndpointNotFound, ModelError, StreamError
+from sm_magic.errors import ConfigError, EndpointNotFound, ModelError, SageMakerError, StreamError
 from sm_magic.local import Fault
 from sm_magic.result import Result
 from tests.conftest import SEED_CONTEXT, SEED_PROMPT
@@ -348,3 +351,11 @@ def test_batch_and_retry_subcommand(ip, local):
     assert isinstance(value, BatchResult) and len(value.failed) == 2
     value, _ = line(ip, "retry answers")
     assert value.texts == ["You said: Q: one", "You said: Q: two", "You said: Q: three", "You said: Q: four"]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=60))
+def test_any_magic_line_parses_or_gives_a_usage_error(ip, text):
+    assume("--docs" not in text and "--batch" not in text)  # those read files / variables by design
+    with contextlib.suppress(UsageError, SageMakerError):
+        ip.run_cell_magic("sagemaker", f"{text} --dry-run --handler tgi", "hi")

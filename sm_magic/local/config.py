@@ -54,6 +54,7 @@ class ServerConfig:
     # access key id → secret: when set, every request's SigV4 signature is verified.
     credentials: dict[str, str] = field(default_factory=dict)
     max_body_bytes: int = 6 * 1024 * 1024
+    strict_region: bool = False  # True: calls signed for another region find no endpoint, as on AWS
 
     def __post_init__(self) -> None:
         self.endpoints = [e if isinstance(e, EndpointSpec) else EndpointSpec(**e) for e in self.endpoints]

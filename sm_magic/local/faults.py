@@ -22,6 +22,7 @@ KINDS = {
     "drop": "drop the connection after `after_parts` parts (or half the body)",
     "corrupt": "a frame with a bad CRC after `after_parts` parts",
     "lmi-error": "LMI's in-band finish_reason=error line after `after_parts` parts",
+    "expired-token": "400 ExpiredTokenException, as for expired static credentials",
 }
 
 

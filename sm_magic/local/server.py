@@ -176,6 +176,10 @@ class LocalEndpoint:
                 f"1 validation error detected: Value '{name}' at 'endpointName' failed to satisfy "
                 "constraint: Member must satisfy regular expression pattern: ^[a-zA-Z0-9](-*[a-zA-Z0-9])*",
             )
+        signed_for = re.search(r"Credential=[^/]+/\d{8}/([^/]+)/", headers.get("authorization", ""))
+        if self.config.strict_region and signed_for and signed_for.group(1) != self.config.region:
+            raise ApiError(400, "ValidationError",  # another region is another service endpoint on AWS
+                           f"Endpoint {name} of account {self.config.account} not found.")
         ep = self._get(name)
         self._count(name)
         spec = ep.spec
@@ -221,6 +225,8 @@ class LocalEndpoint:
                            "Your request caused an exception with an internal dependency.")
         elif kind == "model-error":
             raise self.model_error(name, fault.status, fault.message)
+        elif kind == "expired-token":
+            raise ApiError(400, "ExpiredTokenException", "The security token included in the request is expired")
 
     def model_error(self, name: str, status: int, message: str) -> ApiError:
         side = "client" if 400 <= status < 500 else "server"

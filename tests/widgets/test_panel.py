@@ -92,7 +92,7 @@ def test_run_with_interpolation_shows_answer_footer_and_history(panel, ip):
     panel.prompt.value = "{context}\nQuestion: How long was Elizabeth hospitalized?\nAnswer:"
     run(panel)
     assert EXPECTED in panel.answer.value
-    assert "endpoint `tgi`" in panel.footer.value and " ms" in panel.footer.value
+    assert "endpoint <code>tgi</code>" in panel.footer.value and " ms" in panel.footer.value
     assert not panel.run.disabled and panel.busy.layout.visibility == "hidden"
     assert "tgi" in panel.history.options[0][0] and "ok" in panel.history.options[0][0]
 
