@@ -140,8 +140,7 @@ class HandlerError(SageMakerError):
 
 _CREDENTIAL_CODES = {
     "ExpiredTokenException", "ExpiredToken", "InvalidSignatureException", "UnrecognizedClientException",
-    "InvalidClientTokenId", "MissingAuthenticationTokenException", "AccessDeniedException",
-    "SignatureDoesNotMatch", "AccessDenied",
+    "InvalidClientTokenId", "MissingAuthenticationTokenException", "SignatureDoesNotMatch",
 }
 
 
@@ -186,6 +185,12 @@ def translate(exc: BaseException, *, endpoint: str | None = None, region: str | 
             return Throttled(
                 f"Endpoint '{endpoint}' {what} ({code}: {message}), and retries did not get through.",
                 endpoint=endpoint, hint="Wait a little and run again, or lower --concurrency.",
+            )
+        if code in ("AccessDeniedException", "AccessDenied"):
+            return CredentialsError(
+                f"AWS denied the call ({code}: {message}).", endpoint=endpoint,
+                hint="The credentials work but lack a permission: check the IAM policy of the user or role "
+                     "(sagemaker:InvokeEndpoint for calls, sagemaker:ListEndpoints/Describe* for listing).",
             )
         if code in _CREDENTIAL_CODES:
             return CredentialsError(

@@ -13,7 +13,7 @@ import re
 from typing import Any
 
 from IPython.core.error import UsageError
-from IPython.core.magic import Magics, line_cell_magic, magics_class
+from IPython.core.magic import Magics, line_cell_magic, magics_class, no_var_expand
 from IPython.core.magic_arguments import MagicArgumentParser, argument, magic_arguments
 from IPython.utils.process import arg_split
 from traitlets import Bool, Float, Int, Unicode, observe
@@ -226,6 +226,7 @@ class SageMakerMagics(Magics):
     @argument("--column", help="batch: the field of each record to fill {text} (default: the whole item)")
     @argument("--concurrency", type=int, help="batch and QA map: calls in flight")
     @line_cell_magic
+    @no_var_expand  # IPython would evaluate {expr} in the options line; we never evaluate
     def sagemaker(self, line: str, cell: str | None = None) -> Any:
         """Run the cell as a prompt on a SageMaker endpoint; ``%sagemaker COMMAND`` manages the session.
 
@@ -269,7 +270,12 @@ class SageMakerMagics(Magics):
         elif args.dry_run:
             result = self.state.call(spec, dry_run=True)
         elif self.state.stream if args.stream is None else args.stream:
-            result = self._stream(spec, fmt)
+            result, error = self._stream(spec, fmt)
+            if error is not None:  # keep what arrived, then stop "Run all"
+                self.state.last = result
+                if target:
+                    namespace[target] = result
+                raise error
         else:
             result = self.state.call(spec)
         if isinstance(result, Result):
@@ -287,7 +293,8 @@ class SageMakerMagics(Magics):
                 params[key] = [_unescape(v) for v in value] if key == "stop" else value
         return params
 
-    def _stream(self, spec: CallSpec, fmt: str) -> Result:
+    def _stream(self, spec: CallSpec, fmt: str) -> tuple[Result, SageMakerError | None]:
+        """Show tokens as they arrive; Ctrl-C stops and keeps them. Returns the result and any error."""
         stream, done = self.state.open_stream(spec)
         live = LiveText()
         error: SageMakerError | None = None
@@ -303,9 +310,7 @@ class SageMakerMagics(Magics):
         assert result is not None
         result.format = fmt
         live.finish(result)
-        if error is not None:
-            raise error
-        return result
+        return result, error
 
     def _value(self, name: str, namespace: dict[str, Any], what: str) -> Any:
         if name in namespace:

@@ -163,9 +163,10 @@ def test_interrupt_stops_the_stream_and_keeps_what_arrived(ip, local):
 
 def test_stream_error_keeps_partial_text_and_raises(ip, local):
     local.inject("faulty-lmi", Fault("stream-error", after_parts=3))
-    with pytest.raises(StreamError):
+    with pytest.raises(StreamError) as info:
         cell(ip, "faulty-lmi --stream --out broken", SEED_PROMPT)
-    assert state(ip).last is None or True
+    assert info.value.partial == "Therefore, Peter stayed"  # three parts arrived
+    assert ip.user_ns["broken"].text == "Therefore, Peter stayed" and ip.user_ns["broken"].interrupted
     assert state(ip).history[-1].status == "StreamError"
 
 
@@ -359,3 +360,12 @@ def test_any_magic_line_parses_or_gives_a_usage_error(ip, text):
     assume("--docs" not in text and "--batch" not in text)  # those read files / variables by design
     with contextlib.suppress(UsageError, SageMakerError):
         ip.run_cell_magic("sagemaker", f"{text} --dry-run --handler tgi", "hi")
+
+
+def test_the_options_line_is_not_expanded_by_ipython(ip, tmp_path):
+    marker = tmp_path / "evaluated"
+    ip.user_ns["x"] = "value"
+    line = f"""tgi --dry-run -m '{{"note": "{{x}} {{__import__('pathlib').Path('{marker}').touch()}}"}}'"""
+    value, _ = cell(ip, line)
+    assert json.loads(value.request.body)["parameters"]["note"].startswith("{x} {__import__")
+    assert not marker.exists()
