@@ -365,7 +365,6 @@ def test_any_magic_line_parses_or_gives_a_usage_error(ip, text):
 def test_the_options_line_is_not_expanded_by_ipython(ip, tmp_path):
     marker = tmp_path / "evaluated"
     ip.user_ns["x"] = "value"
-    line = f"""tgi --dry-run -m '{{"note": "{{x}} {{__import__('pathlib').Path('{marker}').touch()}}"}}'"""
-    value, _ = cell(ip, line)
-    assert json.loads(value.request.body)["parameters"]["note"].startswith("{x} {__import__")
+    value, _ = cell(ip, f"tgi --dry-run --stop {{x}} --inference-id {{__import__('pathlib').Path('{marker}').touch()}}")
+    assert json.loads(value.request.body)["parameters"]["stop"] == ["{x}"]
     assert not marker.exists()
