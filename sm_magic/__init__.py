@@ -16,7 +16,7 @@ _LAZY = {
     "SessionSettings": "sm_magic.session",
     "invoke": "sm_magic.invoke",
     "stream": "sm_magic.invoke",
-    "InvokeOptions": "sm_magic.invoke",
+    "InvokeOptions": "sm_magic.options",
     "Result": "sm_magic.result",
     "ContentHandler": "sm_magic.handlers.base",
     "JSONTemplate": "sm_magic.handlers.presets",
@@ -39,9 +39,10 @@ if TYPE_CHECKING:
     from sm_magic.handlers.base import ContentHandler, LLMContentHandler
     from sm_magic.handlers.presets import JSONTemplate
     from sm_magic.handlers.registry import Registry
-    from sm_magic.invoke import InvokeOptions, invoke, stream
+    from sm_magic.invoke import invoke, stream
     from sm_magic.llm import ChatSagemakerEndpoint, SagemakerEndpoint
     from sm_magic.local.server import LocalEndpoint
+    from sm_magic.options import InvokeOptions
     from sm_magic.result import Result
     from sm_magic.session import Session, SessionSettings
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from typing import Any
 
@@ -86,7 +86,11 @@ class BatchResult(Sequence[Outcome]):
             self.outcomes[index] = outcome
 
     def run(self, indices: list[int] | None = None) -> BatchResult:
-        """Run the given items (default: all); returns self."""
+        """Run the given items (default: all); returns self.
+
+        Every item is queued at once and idle workers take the next one themselves (no hand-off
+        through this thread); Ctrl-C cancels what has not started.
+        """
         import time
 
         from tqdm.auto import tqdm
@@ -96,25 +100,12 @@ class BatchResult(Sequence[Outcome]):
         start = time.perf_counter()
         bar = tqdm(total=len(todo), desc=self.label, disable=not self.progress or not todo, leave=True)
         pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="sm-magic-batch")
-        queue = iter(todo)
-        running: dict[Future, int] = {}
         try:
-            # Submit at most `concurrency` at a time, so an interrupt leaves nothing queued.
-            for index in queue:
-                self._submit(pool, running, index)
-                if len(running) >= self.concurrency:
-                    break
-            while running:
-                done, _ = wait(list(running), return_when=FIRST_COMPLETED)
-                for future in done:
-                    running.pop(future)
-                    bar.update(1)
-                    next_index = next(queue, None)
-                    if next_index is not None:
-                        self._submit(pool, running, next_index)
-                failures = len(self.failed)
-                if failures:
-                    bar.set_postfix(failed=failures, refresh=False)
+            futures = [self._submit(pool, index) for index in todo]
+            for _ in as_completed(futures):
+                bar.update(1)
+                if self.failed:
+                    bar.set_postfix(failed=len(self.failed), refresh=False)
         except KeyboardInterrupt:
             self.interrupted = True
         finally:
@@ -123,10 +114,10 @@ class BatchResult(Sequence[Outcome]):
             self.elapsed = time.perf_counter() - start
         return self
 
-    def _submit(self, pool: ThreadPoolExecutor, running: dict[Future, int], index: int) -> None:
+    def _submit(self, pool: ThreadPoolExecutor, index: int) -> Future:
         future = pool.submit(self.run_one, self.items[index])
         future.add_done_callback(lambda f, i=index: self._settle(i, f))
-        running[future] = index
+        return future
 
     def retry(self, concurrency: int | None = None) -> BatchResult:
         """Re-run the failed and never-run items only; finished results are kept."""

@@ -8,6 +8,7 @@ and render. Errors render as one paragraph (their ``explain()``) and are re-rais
 from __future__ import annotations
 
 import difflib
+import functools
 import json
 import re
 from typing import Any
@@ -22,7 +23,7 @@ from sm_magic.aliases import PARAMS, Alias, AliasStore
 from sm_magic.display import LiveText, Table, Text
 from sm_magic.errors import ConfigError, SageMakerError
 from sm_magic.interpolate import interpolate
-from sm_magic.invoke import InvokeOptions
+from sm_magic.options import InvokeOptions
 from sm_magic.result import FORMATS, Result
 from sm_magic.workspace import CallSpec, State
 
@@ -30,7 +31,9 @@ _TARGET = re.compile(r"^\s*([A-Za-z_]\w*)\s*<<\s*(.*)$")
 LOCAL_DEFAULT = "http://127.0.0.1:8080"
 
 
-def _line_parser() -> MagicArgumentParser:
+@functools.cache
+def line_parser() -> MagicArgumentParser:
+    """The line magic's parser (built on first use: %load_ext stays cheap)."""
     parser = MagicArgumentParser(prog="sagemaker", add_help=False)
     sub = parser.add_subparsers(dest="command", parser_class=MagicArgumentParser)
 
@@ -97,15 +100,14 @@ def _line_parser() -> MagicArgumentParser:
     return parser
 
 
-LINE_PARSER = _line_parser()
-_SUBPARSERS: dict[str, MagicArgumentParser] = LINE_PARSER._subparsers._group_actions[0].choices  # type: ignore[union-attr]
-COMMANDS = list(_SUBPARSERS)
+def subparsers() -> dict[str, MagicArgumentParser]:
+    return line_parser()._subparsers._group_actions[0].choices  # type: ignore[union-attr]
 
 
 def line_help() -> str:
     """The line magic's subcommands and their options."""
     parts = []
-    for parser in _SUBPARSERS.values():
+    for parser in subparsers().values():
         parts.append(_usage(parser))
     return "\n".join(parts)
 
@@ -348,14 +350,15 @@ class SageMakerMagics(Magics):
         words = line.split()
         if not words or words[0] == "help":
             return Text(line_help(), title="%sagemaker commands (cell options: %%sagemaker?)")
-        if words[0] not in COMMANDS:
-            near = difflib.get_close_matches(words[0], COMMANDS, n=2)
-            hint = f"Did you mean {' or '.join(near)}?" if near else f"Commands: {', '.join(COMMANDS)}."
+        commands = list(subparsers())
+        if words[0] not in commands:
+            near = difflib.get_close_matches(words[0], commands, n=2)
+            hint = f"Did you mean {' or '.join(near)}?" if near else f"Commands: {', '.join(commands)}."
             raise UsageError(f"Unknown %sagemaker command '{words[0]}'. {hint}")
         try:
-            args = LINE_PARSER.parse_args(_argv(line))
+            args = line_parser().parse_args(_argv(line))
         except UsageError as e:
-            raise UsageError(f"{e}\nusage: {_usage(_SUBPARSERS[words[0]])}") from None
+            raise UsageError(f"{e}\nusage: {_usage(subparsers()[words[0]])}") from None
         return getattr(self, f"_cmd_{args.command}")(args)
 
     def _cmd_session(self, args: Any) -> Any:

@@ -8,7 +8,6 @@ only: reprs and :meth:`Session.describe` show at most the access key id's last f
 
 from __future__ import annotations
 
-import random
 import threading
 from dataclasses import dataclass, field, fields, replace
 from functools import partial
@@ -276,5 +275,7 @@ def _runtime_retry(settings: SessionSettings, attempts: int = 1, response: Any =
         return False
     code = response[1].get("Error", {}).get("Code") if response else None
     if code == "ModelNotReadyException" and attempts < settings.max_attempts:
+        import random
+
         return random.random() * min(20.0, 2.0 ** (attempts - 1))
     return None

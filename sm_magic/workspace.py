@@ -14,7 +14,7 @@ import time
 from collections import ChainMap
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from traitlets import Bool, Dict, Float, HasTraits, Instance, Int, List, Unicode
 
@@ -22,9 +22,12 @@ from sm_magic.aliases import Alias, AliasStore
 from sm_magic.errors import ConfigError, SageMakerError
 from sm_magic.handlers.base import ContentHandler, Prompt
 from sm_magic.handlers.registry import Registry
-from sm_magic.invoke import InvokeOptions, Stream, invoke, stream
-from sm_magic.result import Result
+from sm_magic.options import InvokeOptions
 from sm_magic.session import Session, SessionSettings
+
+if TYPE_CHECKING:
+    from sm_magic.invoke import Stream
+    from sm_magic.result import Result
 
 HISTORY_LIMIT = 1000
 PROMPT_HEAD = 80
@@ -203,6 +206,8 @@ class State(HasTraits):
     # -- calls -----------------------------------------------------------------------------
     def call(self, spec: CallSpec, *, dry_run: bool = False) -> Result:
         """One non-streamed call; recorded in the history (errors too)."""
+        from sm_magic.invoke import invoke
+
         resolved = self.resolve(spec)
         start = time.time()
         try:
@@ -218,6 +223,8 @@ class State(HasTraits):
 
     def open_stream(self, spec: CallSpec) -> tuple[Stream, Callable[[BaseException | None], None]]:
         """A stream, and the function to call when it ends (records history and chat)."""
+        from sm_magic.invoke import stream
+
         resolved = self.resolve(spec)
         started = time.time()
         s = stream(resolved.session, resolved.endpoint, resolved.prompt, resolved.handler,

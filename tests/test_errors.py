@@ -123,7 +123,7 @@ def test_handler_error_for_a_malformed_body(quick, local):
 
 def test_validation_failure(quick):
     with pytest.raises(ValidationFailed, match="Target variant"):
-        from sm_magic.invoke import InvokeOptions
+        from sm_magic.options import InvokeOptions
 
         invoke(quick, "multi", "hi", TGI, options=InvokeOptions(target_variant="purple"))
 

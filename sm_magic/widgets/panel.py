@@ -351,12 +351,14 @@ class Panel:
         stream, done = self.state.open_stream(spec)
         pacer = Pacer()
         error: SageMakerError | None = None
+        length = 0
         try:
-            for _ in stream:
+            for chunk in stream:
                 if self._stop.is_set():
                     stream.close()
                     break
-                if pacer.due(len(stream.text)):
+                length += len(chunk)
+                if pacer.due(length):  # the join below is O(text), so only when due
                     self.answer.value = _pre(stream.text + " ▌")
         except SageMakerError as e:
             error = e
