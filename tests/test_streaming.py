@@ -137,3 +137,10 @@ def test_any_split_of_any_sample_yields_the_same_text(sample, cuts):
 def test_arbitrary_bytes_give_text_or_our_error_never_a_crash(handler, parts):
     with contextlib.suppress(SageMakerError):
         text_of(parts, handler)
+
+
+def test_lmi_error_is_raised_whatever_the_split():
+    data = lmi_stream(error=True)
+    for cut in range(len(data) + 1):
+        with pytest.raises(StreamError):
+            text_of([data[:cut], data[cut:]], "lmi")

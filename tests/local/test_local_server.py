@@ -262,3 +262,47 @@ def test_cli_serve_prints_environment_and_stops_on_ctrl_c(tmp_path):
 def test_server_binds_loopback_by_default(local):
     assert local.config.host == "127.0.0.1"
     assert local._httpd.server_address[0] == "127.0.0.1"
+
+
+def test_config_file_declares_endpoints_variants_latency_and_faults(tmp_path):
+    path = tmp_path / "local.toml"
+    path.write_text('''
+region = "eu-west-1"
+
+[[endpoints]]
+name = "qa"
+format = "lmi"
+backend = "deterministic"
+variants = ["blue", "green"]
+latency = 0.01
+
+[[endpoints.faults]]
+kind = "throttle"
+times = 1
+''')
+    with LocalEndpoint(ServerConfig.load(path)) as server:
+        client = boto3.client("sagemaker-runtime", endpoint_url=server.url, region_name="eu-west-1",
+                              aws_access_key_id="k", aws_secret_access_key="s",
+                              config=Config(retries={"mode": "standard", "total_max_attempts": 1}))
+        with pytest.raises(ClientError, match="ThrottlingException"):
+            client.invoke_endpoint(EndpointName="qa", Body=b'{"inputs": "hi"}')
+        answer = client.invoke_endpoint(EndpointName="qa", Body=b'{"inputs": "hi"}', TargetVariant="green")
+        assert answer["InvokedProductionVariant"] == "green"
+        assert json.loads(answer["Body"].read()) == {"generated_text": "You said: hi"}
+    path.write_text('colour = "blue"\n')
+    with pytest.raises(ValueError, match="unknown settings"):
+        ServerConfig.load(path)
+
+
+def test_real_model_answers_the_seed_question_through_boto3(model_endpoint):
+    client = runtime(model_endpoint)
+    body = json.dumps({"inputs": SEED_PROMPT, "parameters": {"temperature": 1e-10, "max_new_tokens": 48}})
+    answer = json.loads(client.invoke_endpoint(EndpointName="endpoint-name", Body=body)["Body"].read())
+    assert "3 days" in answer[0]["generated_text"]
+    streamed = client.invoke_endpoint_with_response_stream(
+        EndpointName="lmi", Body=json.dumps({"inputs": SEED_PROMPT, "stream": True,
+                                             "parameters": {"temperature": 1e-10, "max_new_tokens": 48}}))
+    lines = [json.loads(e["PayloadPart"]["Bytes"]) for e in streamed["Body"]]
+    tokens = [line["token"]["text"] for line in lines[:-1]]
+    assert len(tokens) > 5  # token by token
+    assert "3 days" in "".join(tokens) and lines[-1]["generated_text"] == "".join(tokens)
