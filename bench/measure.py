@@ -102,6 +102,7 @@ def servers(quick: bool) -> LocalEndpoint:
         EndpointSpec("fast", "tgi", "deterministic"),
         EndpointSpec("fast-lmi", "lmi", "deterministic", fill_to_max_tokens=True),
         EndpointSpec("paced", "lmi", "deterministic", fill_to_max_tokens=True, token_delay=0.001),
+        EndpointSpec("paced-tgi", "tgi", "deterministic", fill_to_max_tokens=True, token_delay=0.001),
         EndpointSpec("latency-50ms", "tgi", "deterministic", latency=0.05),
     ]
     if model_available():
@@ -295,9 +296,9 @@ def streaming(server: LocalEndpoint, tokens: int, sizes: list[int]) -> list[Row]
     if has("langchain_aws"):
         from langchain_aws.llms.sagemaker_endpoint import SagemakerEndpoint as AwsEndpoint
 
-        # TGI-style lines end in a newline; langchain-aws waits forever for LMI's unterminated last line.
-        aws = AwsEndpoint(endpoint_name="fast", client=raw, content_handler=peer_handler(AWS, streaming=True),
-                          streaming=True)
+        # TGI's SSE lines end in a newline; langchain-aws waits forever for LMI's unterminated last line.
+        aws = AwsEndpoint(endpoint_name="paced-tgi", client=raw, content_handler=peer_handler(AWS, streaming=True),
+                          streaming=True, model_kwargs={"max_new_tokens": tokens})
 
         def lc() -> tuple[float, float]:
             start = time.perf_counter()
@@ -306,7 +307,7 @@ def streaming(server: LocalEndpoint, tokens: int, sizes: list[int]) -> list[Row]
                 first = first or time.perf_counter() - start
             return first or 0.0, time.perf_counter() - start
 
-        contenders["langchain-aws .stream() (TGI endpoint, short answer)"] = lc
+        contenders["langchain-aws .stream() (same tokens as TGI SSE)"] = lc
     for name, fn in contenders.items():
         fn()
         runs = [fn() for _ in range(3)]
