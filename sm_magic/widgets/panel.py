@@ -370,6 +370,8 @@ class Panel:
 
     def _show(self, result: Result) -> None:
         self.state.last = result
+        if self.state.handler == "auto":
+            self.detected.value = f"auto → <b>{html.escape(result.handler)}</b>"
         self.answer.value = _pre(result.text)
         footer = re.sub(r"`([^`]*)`", r"<code>\1</code>", html.escape(result.footer()))
         self.footer.value = f"<small>{footer}</small>"

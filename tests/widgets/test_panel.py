@@ -95,6 +95,7 @@ def test_run_with_interpolation_shows_answer_footer_and_history(panel, ip):
     assert "endpoint <code>tgi</code>" in panel.footer.value and " ms" in panel.footer.value
     assert not panel.run.disabled and panel.busy.layout.visibility == "hidden"
     assert "tgi" in panel.history.options[0][0] and "ok" in panel.history.options[0][0]
+    assert panel.detected.value == "auto → <b>tgi</b>"  # what auto detection chose
 
 
 def test_streaming_run(panel):
