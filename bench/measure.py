@@ -128,7 +128,7 @@ def per_call(server: LocalEndpoint, repeat: int) -> list[Row]:
     }
     llm = SagemakerEndpoint(endpoint_name="fast", client=raw, content_handler="tgi")
     contenders["sm_magic SagemakerEndpoint.invoke"] = lambda: llm.invoke("hi")
-    shell = _shell(server)
+    shell = _shell(server, raw)
     contenders["%%sagemaker (IPython shell)"] = lambda: shell.run_cell_magic("sagemaker", "fast --handler tgi", "hi")
     if has("langchain_aws"):
         from langchain_aws.llms.sagemaker_endpoint import SagemakerEndpoint as AwsEndpoint
@@ -182,7 +182,8 @@ def jupyter_ai(server: LocalEndpoint, repeat: int, venv: Path) -> list[Row]:
     ]
 
 
-def _shell(server: LocalEndpoint):
+def _shell(server: LocalEndpoint, client: object = None):
+    """The IPython shell with sm_magic on the local endpoint (through ``client`` when given)."""
     from IPython.core.interactiveshell import InteractiveShell
 
     os.environ["SM_MAGIC_LOCAL_URL"] = server.url
@@ -190,7 +191,11 @@ def _shell(server: LocalEndpoint):
     shell = InteractiveShell.instance()
     if "sm_magic" not in shell.extension_manager.loaded:
         shell.run_line_magic("load_ext", "sm_magic")
-    shell.run_line_magic("sagemaker", f"session --local {server.url}")
+    if client is not None:
+        shell.user_ns["bench_client"] = client
+        shell.run_line_magic("sagemaker", "session --client bench_client")
+    else:
+        shell.run_line_magic("sagemaker", f"session --local {server.url}")
     return shell
 
 
