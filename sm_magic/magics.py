@@ -322,17 +322,12 @@ class SageMakerMagics(Magics):
         raise ConfigError(f"{what} '{name}' is not defined in the notebook.{hint}")
 
     def _docs(self, args: Any, spec: CallSpec, namespace: dict[str, Any]) -> Any:
-        from sm_magic.qa import load_documents, make_plan, template_text
-
         docs = namespace.get(args.docs, args.docs)
         template = self._value(args.template, namespace, "Template") if args.template else None
         context = args.context_tokens or self._alias_context(spec) or self.state.context_tokens
         if args.dry_run:
-            resolved = self.state.resolve(spec)
-            max_new = int(resolved.params.get("max_new_tokens") or 256)
-            plan = make_plan(str(spec.prompt).strip(), load_documents(docs), template_text(template), args.mode,
-                             context, max_new)
-            return Text(plan.describe(), title=f"Dry run: document QA on {resolved.endpoint}")
+            plan = self.state.plan(spec, docs, template=template, mode=args.mode, context_tokens=context)
+            return Text(plan.describe(), title=f"Dry run: document QA on {spec.endpoint or self.state.endpoint}")
         return self.state.answer(spec, docs, template=template, mode=args.mode, context_tokens=context,
                                  concurrency=args.concurrency)
 

@@ -287,6 +287,16 @@ class State(HasTraits):
                       context_tokens=context_tokens or self.context_tokens,
                       max_new_tokens=int(resolved.params.get("max_new_tokens") or 256))
 
+    def plan(self, spec: CallSpec, docs: Any, *, template: Any = None, mode: str = "auto",
+             context_tokens: int | None = None) -> Any:
+        """What document QA would send (a dry run): the mode and each call's prompt."""
+        from sm_magic.qa import load_documents, make_plan, template_text
+
+        resolved = self.resolve(spec)
+        max_new = int(resolved.params.get("max_new_tokens") or 256)
+        return make_plan(str(spec.prompt).strip(), load_documents(docs), template_text(template), mode,
+                         context_tokens or self.context_tokens, max_new)
+
     def batch(self, spec: CallSpec, items: Any, namespace: Mapping[str, Any], *, column: str | None = None,
               concurrency: int | None = None, dry_run: bool = False, progress: bool = True) -> Any:
         """The cell template once per item (``{text}`` is the item or its ``column``)."""

@@ -18,7 +18,7 @@ import ipywidgets as w
 from traitlets import link
 
 from sm_magic.display import Pacer
-from sm_magic.errors import ConfigError, SageMakerError
+from sm_magic.errors import SageMakerError
 from sm_magic.interpolate import interpolate
 from sm_magic.result import Result
 from sm_magic.workspace import CallSpec, State
@@ -330,8 +330,10 @@ class Panel:
             docs = self._documents()
             if docs is not None and self.qa_mode.value:
                 if dry_run:
-                    raise ConfigError("Dry run of document QA: use `%%sagemaker ... --docs VAR --dry-run`.")
-                self._show(self.state.answer(spec, docs, mode=self.qa_mode.value))
+                    self.answer.value = _pre(self.state.plan(spec, docs, mode=self.qa_mode.value).describe())
+                    self.footer.value = "dry run: nothing sent"
+                else:
+                    self._show(self.state.answer(spec, docs, mode=self.qa_mode.value))
             elif dry_run:
                 result = self.state.call(spec, dry_run=True)
                 self.answer.value = _pre(result.request.describe() if result.request else "")

@@ -142,6 +142,8 @@ def test_documents_from_the_namespace_and_uploads(panel, ip):
     panel.prompt.value = "How long was Elizabeth hospitalized?"
     run(panel)
     assert "3 days" in panel.answer.value and "sources: doc0" in panel.footer.value
+    run(panel, panel.dry_run)  # the plan, nothing sent
+    assert "mode: stuff" in panel.answer.value and "How long was Elizabeth hospitalized?" in panel.answer.value
     panel.docs.value = ""
     panel.upload.value = ({"name": "notes.md", "type": "text/markdown", "size": len(SEED_CONTEXT),
                            "content": memoryview(SEED_CONTEXT.encode()), "last_modified": datetime.now(UTC)},)
