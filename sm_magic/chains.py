@@ -45,7 +45,8 @@ class QAChain(RunnableSerializable[dict, dict]):
                             context_tokens=self.context_tokens, max_new_tokens=self.max_new_tokens)
         except KeyError as e:
             raise ConfigError(f"The chain needs 'input_documents' and 'question' (missing {e}).") from None
-        return {"output_text": result.text, "sources": result.sources}
+        failures = result.data.get("map_failures", []) if isinstance(result.data, dict) else []
+        return {"output_text": result.text, "sources": result.sources, "map_failures": failures}
 
     def __call__(self, inputs: dict, return_only_outputs: bool = False) -> dict:
         out = self.invoke(inputs)

@@ -115,7 +115,8 @@ def test_map_step_keeps_going_when_some_chunks_fail(session, local):
     local.inject("faulty", Fault("model-error", times=3))
     chain = load_qa_chain(llm, chain_type="map_reduce", context_tokens=1024, max_concurrency=1)
     out = chain.invoke({"input_documents": corpus(40), "question": "Where did the archive move?"})
-    assert "north wing" in out["output_text"] or out["output_text"]
+    assert "north wing" in out["output_text"]  # answered from the chunks that succeeded
+    assert len(out["map_failures"]) == 3
     local.inject("faulty", Fault("model-error", times=-1))
     with pytest.raises(ModelError):
         chain.invoke({"input_documents": corpus(10), "question": "Where?"})
