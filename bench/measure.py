@@ -24,7 +24,7 @@ from botocore.config import Config
 
 from sm_magic.batch import run_batch
 from sm_magic.handlers.registry import Registry
-from sm_magic.invoke import invoke, stream
+from sm_magic.calls import invoke, stream
 from sm_magic.llm import SagemakerEndpoint
 from sm_magic.local import EndpointSpec, LocalEndpoint, ServerConfig
 from sm_magic.local.backends import model_available
@@ -223,7 +223,7 @@ def load_ext(repeat: int) -> list[Row]:
         extra = (statistics.median(values) - base) * 1000
         rows.append(Row("%load_ext", name, median, spread, note="baseline" if name.endswith("pass") else
                         f"+{extra:.0f} ms over bare IPython"))
-    first = [run("%load_ext sm_magic\nimport sm_magic.invoke, sm_magic.session; "
+    first = [run("%load_ext sm_magic\nimport sm_magic.calls, sm_magic.session; "
                  "sm_magic.session.Session.local('http://127.0.0.1:1').runtime") for _ in range(repeat)]
     median, spread = ms(first)
     rows.append(Row("%load_ext", "load + first client (lazy imports paid once)", median, spread,
@@ -419,7 +419,7 @@ MEMORY_SCRIPT = """
 import resource, sys, json
 from sm_magic.local import LocalEndpoint, EndpointSpec, ServerConfig
 from sm_magic.session import Session
-from sm_magic.invoke import invoke, stream
+from sm_magic.calls import invoke, stream
 from sm_magic.batch import run_batch
 from sm_magic.handlers.registry import Registry
 spec = EndpointSpec("e", "lmi", "deterministic", fill_to_max_tokens=True)

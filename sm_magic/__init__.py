@@ -14,8 +14,8 @@ __version__ = "0.1.0"
 _LAZY = {
     "Session": "sm_magic.session",
     "SessionSettings": "sm_magic.session",
-    "invoke": "sm_magic.invoke",
-    "stream": "sm_magic.invoke",
+    "invoke": "sm_magic.calls",
+    "stream": "sm_magic.calls",
     "InvokeOptions": "sm_magic.options",
     "Result": "sm_magic.result",
     "ContentHandler": "sm_magic.handlers.base",
@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from sm_magic.handlers.base import ContentHandler, LLMContentHandler
     from sm_magic.handlers.presets import JSONTemplate
     from sm_magic.handlers.registry import Registry
-    from sm_magic.invoke import invoke, stream
+    from sm_magic.calls import invoke, stream
     from sm_magic.llm import ChatSagemakerEndpoint, SagemakerEndpoint
     from sm_magic.local.server import LocalEndpoint
     from sm_magic.options import InvokeOptions

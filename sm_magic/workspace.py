@@ -26,7 +26,7 @@ from sm_magic.options import InvokeOptions
 from sm_magic.session import Session, SessionSettings
 
 if TYPE_CHECKING:
-    from sm_magic.invoke import Stream
+    from sm_magic.calls import Stream
     from sm_magic.result import Result
 
 HISTORY_LIMIT = 1000
@@ -206,7 +206,7 @@ class State(HasTraits):
     # -- calls -----------------------------------------------------------------------------
     def call(self, spec: CallSpec, *, dry_run: bool = False) -> Result:
         """One non-streamed call; recorded in the history (errors too)."""
-        from sm_magic.invoke import invoke
+        from sm_magic.calls import invoke
 
         resolved = self.resolve(spec)
         start = time.time()
@@ -223,7 +223,7 @@ class State(HasTraits):
 
     def open_stream(self, spec: CallSpec) -> tuple[Stream, Callable[[BaseException | None], None]]:
         """A stream, and the function to call when it ends (records history and chat)."""
-        from sm_magic.invoke import stream
+        from sm_magic.calls import stream
 
         resolved = self.resolve(spec)
         started = time.time()

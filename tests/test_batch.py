@@ -12,7 +12,7 @@ import pytest
 from sm_magic.batch import BatchResult, ItemError, run_batch
 from sm_magic.errors import ModelError
 from sm_magic.handlers.registry import Registry
-from sm_magic.invoke import invoke
+from sm_magic.calls import invoke
 from sm_magic.local import Fault
 from sm_magic.session import Session
 

@@ -25,7 +25,7 @@ from sm_magic.errors import (
     Throttled,
 )
 from sm_magic.handlers.registry import Registry
-from sm_magic.invoke import invoke, stream
+from sm_magic.calls import invoke, stream
 from sm_magic.local import EndpointSpec, Fault, LocalEndpoint, ServerConfig
 from sm_magic.qa import answer
 from sm_magic.session import Session

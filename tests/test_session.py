@@ -8,7 +8,7 @@ from botocore.config import Config
 
 from sm_magic.errors import CredentialsError, ReadTimeout
 from sm_magic.handlers.registry import Registry
-from sm_magic.invoke import invoke
+from sm_magic.calls import invoke
 from sm_magic.local import Fault
 from sm_magic.session import Session, SessionSettings
 from tests.conftest import FAKE_KEY_ID, FAKE_SECRET, FAKE_TOKEN
