@@ -1,0 +1,497 @@
+"""The call journal: every call, every job and its items, in one SQLite file (WAL) under the sm_magic home.
+
+Writing is cheap for the caller: :meth:`Journal.record_call` turns the record into a row and puts it
+on a queue; one writer thread per journal drains the queue and commits whatever has arrived in one
+transaction (group commit). Measured on 2 cores: ~13 µs per call with 1 or 16 threads recording, against
+~60-80 µs when each thread commits on its own connection (the file's write lock serialises them).
+
+Durability: a row is committed as soon as the writer wakes (no timer); with ``synchronous=NORMAL`` in
+WAL mode a committed row survives the process being killed (not a power cut). A ``kill -9`` therefore
+loses only the calls recorded since the last commit: in time, the last commit cycle (milliseconds; the
+bench measures it); in count, at most :data:`MAX_PENDING` queued + :data:`MAX_BATCH` being written.
+:meth:`Journal.flush` returns once everything recorded before it is committed. Reads flush first, so
+a process always sees its own calls.
+
+Text search uses ``LIKE`` (substring, ASCII case-insensitive): 23 ms over 100,000 calls here. FTS5 is
+available in this sqlite but would cost ~20 µs more per call (2.5× the write) and only matches words,
+so it does not earn its place.
+
+Secrets: the record types hold explicit fields only (prompt, parameters, invoke options, usage...);
+parameters, options and usage must be plain mappings, so a settings, session or credentials object is
+refused, and nothing reads credentials from anywhere. Turning the journal off (``enabled=False``)
+writes nothing and creates no file.
+"""
+
+from __future__ import annotations
+
+import atexit
+import hashlib
+import json
+import os
+import queue
+import re
+import sqlite3
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Mapping
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sm_magic.errors import SageMakerError
+
+FILENAME = "journal.sqlite3"
+STATUSES = frozenset({"ok", "error", "interrupted", "truncated", "partial"})
+JOB_KINDS = frozenset({"batch", "qa-map", "async"})
+MAX_PENDING = 1000  # rows queued before record_call waits for the writer
+MAX_BATCH = 1000  # rows per transaction
+BUSY_TIMEOUT = 10.0  # seconds another process may hold the write lock
+SCHEMA_VERSION = 1
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id INTEGER PRIMARY KEY, kind TEXT NOT NULL, endpoint TEXT, fingerprint TEXT, total INTEGER,
+    created REAL NOT NULL, finished REAL, status TEXT NOT NULL DEFAULT 'running', session TEXT, meta TEXT);
+CREATE INDEX IF NOT EXISTS jobs_fingerprint ON jobs (fingerprint, id);
+CREATE TABLE IF NOT EXISTS calls (
+    id INTEGER PRIMARY KEY, time REAL NOT NULL, session TEXT, endpoint TEXT, region TEXT, handler TEXT,
+    prompt TEXT, template TEXT, params TEXT, options TEXT, answer TEXT, usage TEXT, latency REAL,
+    first_token REAL, status TEXT NOT NULL, error_class TEXT, error_message TEXT, job_id INTEGER, item INTEGER);
+CREATE INDEX IF NOT EXISTS calls_session ON calls (session, id);
+CREATE INDEX IF NOT EXISTS calls_job ON calls (job_id, item) WHERE job_id IS NOT NULL;
+CREATE TABLE IF NOT EXISTS submissions (
+    job_id INTEGER NOT NULL, item INTEGER NOT NULL, time REAL NOT NULL, inference_id TEXT,
+    output_location TEXT, failure_location TEXT, PRIMARY KEY (job_id, item));
+"""
+
+CALL_COLUMNS = ("time", "session", "endpoint", "region", "handler", "prompt", "template", "params", "options",
+                "answer", "usage", "latency", "first_token", "status", "error_class", "error_message",
+                "job_id", "item")
+INSERT_CALL = f"INSERT INTO calls ({', '.join(CALL_COLUMNS)}) VALUES ({', '.join('?' * len(CALL_COLUMNS))})"
+JSON_COLUMNS = ("params", "options", "usage")
+
+
+class JournalError(SageMakerError):
+    """The journal could not be written or read (locked by another program, disk full, damaged file)."""
+
+
+def home() -> Path:
+    """The sm_magic home: ``$SM_MAGIC_HOME``, else ``~/.sm_magic``."""
+    return Path(os.environ.get("SM_MAGIC_HOME") or "~/.sm_magic").expanduser()
+
+
+_session: tuple[int, str] | None = None
+
+
+def session_id() -> str:
+    """This kernel's id (from its connection file) when running in a Jupyter kernel, else a uuid per process."""
+    global _session
+    pid = os.getpid()
+    if _session is None or _session[0] != pid:
+        _session = (pid, _kernel_id() or uuid.uuid4().hex)
+    return _session[1]
+
+
+def _kernel_id() -> str | None:
+    if "ipykernel" not in sys.modules:
+        return None
+    try:
+        from ipykernel import get_connection_file
+
+        name = Path(get_connection_file()).name
+    except Exception:  # not in a kernel (ipykernel imported by a plain shell, or no app yet)
+        return None
+    match = re.fullmatch(r"kernel-(.+)\.json", name)
+    return match.group(1) if match else None
+
+
+def fingerprint(endpoint: str, template: str | None, params: Mapping[str, Any] | None,
+                options: Mapping[str, Any] | None, items: Iterable[Any]) -> str:
+    """A hex digest of what decides a job's answers; items are hashed one by one, in order.
+
+    Strings are hashed as length-prefixed UTF-8 (no JSON), so 100,000 prompts cost tens of milliseconds.
+    """
+    digest = hashlib.sha256()
+    head = [endpoint, template, dict(params or {}), dict(options or {})]
+    digest.update(json.dumps(head, sort_keys=True, default=str).encode())
+    count = 0
+    for item in items:
+        if isinstance(item, str):
+            data = item.encode("utf-8", "surrogatepass")
+            digest.update(b"s%d:" % len(data))
+        else:
+            data = json.dumps(item, sort_keys=True, default=str).encode()
+            digest.update(b"j%d:" % len(data))
+        digest.update(data)
+        count += 1
+    digest.update(b"n%d" % count)
+    return digest.hexdigest()
+
+
+@dataclass
+class CallRecord:
+    """One finished call. Rows read back have ``id`` set; ``time`` is when the call started (epoch s)."""
+
+    endpoint: str
+    prompt: str
+    status: str = "ok"  # ok | error | interrupted | truncated | partial
+    answer: str | None = None
+    handler: str | None = None
+    region: str | None = None
+    params: Mapping[str, Any] | None = None
+    options: Mapping[str, Any] | None = None  # invoke options (custom attributes, variant...), never settings
+    usage: Mapping[str, Any] | None = None
+    latency: float | None = None  # seconds, request sent → last byte
+    first_token: float | None = None  # seconds to the first streamed token
+    error_class: str | None = None
+    error_message: str | None = None
+    job_id: int | None = None
+    item: int | None = None  # the item's index in its job
+    template: str | None = None  # the prompt before {var} filling
+    time: float = field(default_factory=time.time)
+    session: str = field(default_factory=session_id)
+    id: int | None = None
+
+    def row(self) -> dict[str, Any]:
+        """A short summary for tables (the prompt and answer cut to 80 characters)."""
+        def head(text: str | None) -> str:
+            text = (text or "").replace("\n", " ")
+            return text[:80] + ("…" if len(text) > 80 else "")
+
+        return {"id": self.id, "time": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.time)),
+                "endpoint": self.endpoint, "status": self.status, "prompt": head(self.prompt),
+                "answer": head(self.answer if self.status == "ok" else self.error_message),
+                "latency_ms": None if self.latency is None else round(self.latency * 1000),
+                "tokens": (self.usage or {}).get("completion_tokens"), "job": self.job_id, "item": self.item}
+
+
+@dataclass
+class JobInfo:
+    """A job and how far it got: ``done`` items with an ok answer, ``failed`` items whose last call failed."""
+
+    id: int
+    kind: str
+    endpoint: str | None
+    fingerprint: str | None
+    total: int | None
+    created: float
+    status: str
+    session: str | None
+    meta: dict[str, Any]
+    finished: float | None = None
+    done: int = 0
+    failed: int = 0
+
+    def row(self) -> dict[str, Any]:
+        return {"job": self.id, "kind": self.kind, "endpoint": self.endpoint, "done": self.done,
+                "failed": self.failed, "total": self.total,
+                "started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.created)), "status": self.status}
+
+
+@dataclass
+class Submission:
+    """An async item sent to the endpoint: where its answer (or failure) will appear in S3."""
+
+    job_id: int
+    item: int
+    time: float
+    inference_id: str | None = None
+    output_location: str | None = None
+    failure_location: str | None = None
+
+
+@dataclass
+class _Op:
+    """A statement the writer runs in order with the calls around it; ``future`` gets its lastrowid."""
+
+    sql: str | None
+    args: tuple = ()
+    future: Future = field(default_factory=Future)
+    result: Any = None
+
+
+_STOP = object()
+
+
+def _json(value: Any, name: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise TypeError(f"CallRecord.{name} must be a mapping (plain values only), not {type(value).__name__}")
+    return json.dumps(value, default=str)
+
+
+class Journal:
+    """Calls and jobs in SQLite. Thread-safe; safe for several processes on one file.
+
+    >>> journal = Journal()                      # ~/.sm_magic/journal.sqlite3 (or $SM_MAGIC_HOME)
+    >>> journal.record_call(CallRecord(endpoint="qa", prompt="Hi", answer="Hello"))
+    >>> journal.history(session=session_id(), limit=5)
+    """
+
+    def __init__(self, path: str | os.PathLike | None = None, enabled: bool = True):
+        self.path = Path(path).expanduser() if path is not None else home() / FILENAME
+        self.enabled = enabled
+        self.dropped = 0  # calls that could not be written
+        self.last_error: BaseException | None = None
+        self._queue: queue.Queue = queue.Queue(MAX_PENDING)
+        self._writer: threading.Thread | None = None
+        self._reader: sqlite3.Connection | None = None
+        self._lock = threading.Lock()
+        self._read_lock = threading.Lock()
+        self._reported = 0
+
+    def __repr__(self) -> str:
+        return f"<Journal {self.path}{'' if self.enabled else ' (off)'}>"
+
+    # -- connections -------------------------------------------------------------------------
+    def _connect(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if not self.path.exists():  # prompts can be sensitive: the file (and its -wal, -shm) is the user's only
+            os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
+        conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        if conn.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in filter(str.strip, SCHEMA.split(";")):
+                    conn.execute(statement)
+                conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        return conn
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._writer is None or not self._writer.is_alive():
+                conn = self._connect()  # errors surface here, in the caller's thread
+                self._writer = threading.Thread(target=self._run, args=(conn,), name="sm-magic-journal",
+                                                daemon=True)
+                self._writer.start()
+                atexit.register(self.close)
+
+    def _read(self, sql: str, args: tuple = ()) -> list[sqlite3.Row]:
+        if not self.path.exists():  # reading never creates the file (a journal that is off stays off)
+            return []
+        self._sync()
+        with self._read_lock:
+            if self._reader is None:
+                self._reader = self._connect()
+                self._reader.row_factory = sqlite3.Row
+            try:
+                return self._reader.execute(sql, args).fetchall()
+            except sqlite3.Error as e:
+                raise JournalError(f"The journal {self.path} could not be read ({e}).",
+                                   hint="If another program has it open, close it; a damaged file can be "
+                                        "moved aside (a new one is made).") from e
+
+    # -- writing -------------------------------------------------------------------------------
+    def record_call(self, record: CallRecord) -> None:
+        """Queue a finished call; it is committed within milliseconds (see the module docstring)."""
+        if not self.enabled:
+            return
+        if record.status not in STATUSES:
+            raise ValueError(f"status {record.status!r} is not one of {sorted(STATUSES)}")
+        prompt = record.prompt if isinstance(record.prompt, str) else json.dumps(record.prompt, default=str)
+        row = (record.time, record.session, record.endpoint, record.region, record.handler, prompt,
+               record.template, _json(record.params, "params"), _json(record.options, "options"), record.answer,
+               _json(record.usage, "usage"), record.latency, record.first_token, record.status,
+               record.error_class, record.error_message, record.job_id, record.item)
+        if self._writer is None:
+            self._start()
+        self._queue.put(row)
+
+    def _submit(self, sql: str | None, args: tuple = ()) -> Any:
+        if self._writer is None:
+            self._start()
+        op = _Op(sql, args)
+        self._queue.put(op)
+        return op.future.result()
+
+    def start_job(self, kind: str, endpoint: str | None, fingerprint: str | None, total: int | None,
+                  meta: Mapping[str, Any] | None = None) -> int:
+        """A new job's id (0 when the journal is off). The job row is on disk when this returns."""
+        if kind not in JOB_KINDS:
+            raise ValueError(f"job kind {kind!r} is not one of {sorted(JOB_KINDS)}")
+        if not self.enabled:
+            return 0
+        meta_json = json.dumps(dict(meta or {}), default=str)
+        return self._submit("INSERT INTO jobs (kind, endpoint, fingerprint, total, created, session, meta) "
+                            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                            (kind, endpoint, fingerprint, total, time.time(), session_id(), meta_json))
+
+    def finish_job(self, job_id: int, status: str) -> None:
+        """Mark a job finished (``ok``, ``partial``, ``error``, ``interrupted``...)."""
+        if self.enabled and job_id:
+            self._submit("UPDATE jobs SET status = ?, finished = ? WHERE id = ?", (status, time.time(), job_id))
+
+    def record_submission(self, submission: Submission) -> None:
+        """Remember where an async item's answer will appear (written with the calls, in order)."""
+        if not self.enabled:
+            return
+        if self._writer is None:
+            self._start()
+        s = submission
+        self._queue.put(_Op("INSERT OR REPLACE INTO submissions VALUES (?, ?, ?, ?, ?, ?)",
+                            (s.job_id, s.item, s.time, s.inference_id, s.output_location, s.failure_location)))
+
+    def flush(self) -> None:
+        """Return once everything recorded before this call is committed; raise if some of it could not be."""
+        self._sync()
+        if self.dropped > self._reported:
+            lost, self._reported = self.dropped - self._reported, self.dropped
+            raise JournalError(f"{lost} call(s) could not be written to the journal {self.path} "
+                               f"({self.last_error}).",
+                               hint="The calls themselves succeeded; check the disk and that no other "
+                                    "program holds the file locked.")
+
+    def _sync(self) -> None:
+        if self._writer is not None and self._writer.is_alive():
+            op = _Op(None)
+            self._queue.put(op)
+            op.future.result()
+
+    def close(self) -> None:
+        """Commit what is queued and close the file. The journal reopens if used again."""
+        with self._lock:
+            writer, self._writer = self._writer, None
+        if writer is not None and writer.is_alive():
+            self._queue.put(_STOP)
+            writer.join()
+        with self._read_lock:
+            if self._reader is not None:
+                self._reader.close()
+                self._reader = None
+        atexit.unregister(self.close)
+
+    def _run(self, conn: sqlite3.Connection) -> None:
+        try:
+            while True:
+                batch = [self._queue.get()]
+                while len(batch) < MAX_BATCH:
+                    try:
+                        batch.append(self._queue.get_nowait())
+                    except queue.Empty:
+                        break
+                stop = any(item is _STOP for item in batch)
+                self._write(conn, [item for item in batch if item is not _STOP])
+                if stop:
+                    return
+        finally:
+            conn.close()
+
+    def _write(self, conn: sqlite3.Connection, batch: list) -> None:
+        ops = [item for item in batch if isinstance(item, _Op)]
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                self._execute(conn, batch)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        except Exception as e:  # the writer must outlive any failure, or record_call would wait forever
+            self.dropped += sum(1 for item in batch if isinstance(item, tuple))
+            self.last_error = e
+            error = JournalError(f"The journal {self.path} could not be written ({e}).")
+            for op in ops:
+                op.future.set_result(None) if op.sql is None else op.future.set_exception(error)
+            return
+        for op in ops:
+            op.future.set_result(op.result)
+
+    def _execute(self, conn: sqlite3.Connection, batch: list) -> None:
+        """Consecutive calls go in one executemany; other statements run in their place."""
+        rows: list[tuple] = []
+        for item in [*batch, None]:
+            if isinstance(item, tuple):
+                rows.append(item)
+                continue
+            if rows:
+                conn.execute("SAVEPOINT calls")
+                try:
+                    conn.executemany(INSERT_CALL, rows)
+                except UnicodeEncodeError:  # a lone surrogate in some text: store it with U+FFFD instead
+                    conn.execute("ROLLBACK TO calls")
+                    conn.executemany(INSERT_CALL, [_clean(row) for row in rows])
+                conn.execute("RELEASE calls")
+                rows = []
+            if isinstance(item, _Op) and item.sql is not None:
+                item.result = conn.execute(item.sql, item.args).lastrowid
+
+    # -- reading -------------------------------------------------------------------------------
+    def history(self, *, session: str | None = None, endpoint: str | None = None, status: str | None = None,
+                text: str | None = None, job_id: int | None = None, limit: int = 50) -> list[CallRecord]:
+        """Calls, newest first. ``session=None`` means every kernel; pass :func:`session_id` for this one.
+
+        ``text`` is a case-insensitive substring of the prompt or the answer.
+        """
+        where, args = [], []
+        for column, value in (("session", session), ("endpoint", endpoint), ("status", status),
+                              ("job_id", job_id)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                args.append(value)
+        if text:
+            pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            where.append("(prompt LIKE ? ESCAPE '\\' OR answer LIKE ? ESCAPE '\\')")
+            args += [pattern, pattern]
+        sql = "SELECT * FROM calls" + (" WHERE " + " AND ".join(where) if where else "")
+        rows = self._read(sql + " ORDER BY id DESC LIMIT ?", (*args, int(limit)))
+        return [_call(row) for row in rows]
+
+    def find_job(self, fingerprint: str) -> JobInfo | None:
+        """The latest job with this fingerprint (any kernel), or None."""
+        rows = self._read(_JOBS + " WHERE fingerprint = ? ORDER BY id DESC LIMIT 1", (fingerprint,))
+        return _job(rows[0]) if rows else None
+
+    def job(self, job_id: int) -> JobInfo | None:
+        rows = self._read(_JOBS + " WHERE id = ?", (job_id,))
+        return _job(rows[0]) if rows else None
+
+    def jobs(self, limit: int = 20) -> list[JobInfo]:
+        """Jobs, newest first, with their done/failed counts."""
+        return [_job(row) for row in self._read(_JOBS + " ORDER BY id DESC LIMIT ?", (int(limit),))]
+
+    def finished_items(self, job_id: int) -> dict[int, CallRecord]:
+        """Item index → its latest ok call, for the items of a job that have one."""
+        rows = self._read("SELECT * FROM calls WHERE job_id = ? AND status = 'ok' ORDER BY id", (job_id,))
+        return {row["item"]: _call(row) for row in rows}
+
+    def submissions(self, job_id: int) -> dict[int, Submission]:
+        """Item index → where its async answer will appear."""
+        rows = self._read("SELECT * FROM submissions WHERE job_id = ? ORDER BY item", (job_id,))
+        return {row["item"]: Submission(**dict(row)) for row in rows}
+
+
+_JOBS = """SELECT jobs.*,
+  (SELECT COUNT(DISTINCT item) FROM calls WHERE job_id = jobs.id AND status = 'ok') AS done,
+  (SELECT COUNT(DISTINCT item) FROM calls c WHERE c.job_id = jobs.id AND c.status != 'ok' AND NOT EXISTS
+     (SELECT 1 FROM calls o WHERE o.job_id = jobs.id AND o.item = c.item AND o.status = 'ok')) AS failed
+FROM jobs"""
+
+
+def _clean(row: tuple) -> tuple:
+    fix = lambda v: v.encode("utf-8", "surrogatepass").decode("utf-8", "replace")  # noqa: E731
+    return tuple(fix(v) if isinstance(v, str) else v for v in row)
+
+
+def _call(row: sqlite3.Row) -> CallRecord:
+    values = dict(row)
+    for name in JSON_COLUMNS:
+        if values[name] is not None:
+            values[name] = json.loads(values[name])
+    return CallRecord(**values)
+
+
+def _job(row: sqlite3.Row) -> JobInfo:
+    values = dict(row)
+    values["meta"] = json.loads(values["meta"] or "{}")
+    return JobInfo(**values)
+
