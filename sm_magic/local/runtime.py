@@ -1,0 +1,218 @@
+"""The runtime routes: InvokeEndpoint, InvokeEndpointWithResponseStream, and scripted fault playback.
+
+Each served endpoint wraps a container format (request parsing, response shapes), a backend (tokens)
+and a fault plan. :class:`Runtime` checks a call the way SageMaker's front door does, runs the model,
+and writes the answer (or the fault) on the request's :class:`~sm_magic.local.http.Handler`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+from sm_magic.local import eventstream
+from sm_magic.local.backends import Backend, make_backend
+from sm_magic.local.config import EndpointSpec, ServerConfig
+from sm_magic.local.containers import CONTAINERS, ContainerError, Generation, Usage
+from sm_magic.local.faults import Fault, FaultPlan
+from sm_magic.local.http import ApiError, Handler
+
+
+class ServedEndpoint:
+    """Runtime state of one served endpoint."""
+
+    def __init__(self, spec: EndpointSpec):
+        self.spec = spec
+        self.container = CONTAINERS[spec.format]
+        self.backend: Backend = make_backend(spec.backend, spec.token_delay, spec.fill_to_max_tokens)
+        self.faults = FaultPlan(spec.faults)
+
+
+def fault_error(fault: Fault, model_error: ApiError) -> ApiError | None:
+    """The error response a fault stands for (None: a fault played elsewhere, or ``latency``)."""
+    kind = fault.kind
+    if kind == "latency":
+        time.sleep(fault.seconds)
+        return None
+    errors = {
+        "throttle": (429, "ThrottlingException", "Rate exceeded"),
+        "not-ready": (429, "ModelNotReadyException", "Model is not ready yet. Try again later."),
+        "internal": (500, "InternalFailure", "An internal error occurred. Try again later."),
+        "unavailable": (503, "ServiceUnavailable", "The service is unavailable. Try again later."),
+        "dependency": (530, "InternalDependencyException",
+                       "Your request caused an exception with an internal dependency."),
+        "expired-token": (400, "ExpiredTokenException", "The security token included in the request is expired"),
+    }
+    if kind == "model-error":
+        return model_error
+    if kind in errors:
+        return ApiError(*errors[kind])
+    return None
+
+
+class Runtime:
+    """Invoke and stream for the served endpoints, as the SageMaker runtime answers them."""
+
+    def __init__(self, config: ServerConfig):
+        self.config = config
+
+    # -- checks and errors ---------------------------------------------------------------------
+    def admit(self, ep: ServedEndpoint, headers: dict[str, str]) -> Fault | None:
+        """Checks shared by the invoke routes; plays this call's fault (raising its error) and returns it."""
+        spec, name, account = ep.spec, ep.spec.name, self.config.account
+        component = headers.get("x-amzn-sagemaker-inference-component")
+        if spec.inference_components and not component:
+            raise ApiError(
+                400, "ValidationError",
+                "Inference Component Name header is required for endpoints to which you plan to "
+                "deploy inference components. Please include Inference Component Name header or "
+                "consider using SageMaker models.",
+            )
+        if component and component not in spec.inference_components:
+            raise ApiError(400, "ValidationError", f"Inference Component {component} not found.")
+        variant = headers.get("x-amzn-sagemaker-target-variant")
+        if variant and variant not in spec.variants:
+            raise ApiError(
+                400, "ValidationError", f"Target variant {variant} not found for endpoint {name} of account {account}."
+            )
+        if spec.status != "InService":
+            raise ApiError(400, "ValidationError", f"Endpoint {name} is not in service: {spec.status}.")
+        if spec.latency:
+            time.sleep(spec.latency)
+        fault = ep.faults.take()
+        if fault is not None:
+            error = fault_error(fault, self.model_error(name, fault.status, fault.message))
+            if error is not None:
+                raise error
+        return fault
+
+    def model_error(self, name: str, status: int, message: str) -> ApiError:
+        """SageMaker's 424 for a container that answered ``status`` with body ``message``."""
+        region, account = self.config.region, self.config.account
+        side = "client" if 400 <= status < 500 else "server"
+        return ApiError(
+            424, "ModelError",
+            f'Received {side} error ({status}) from primary with message "{message}". See '
+            f"https://{region}.console.aws.amazon.com/cloudwatch/home?region={region}#logEventViewer:"
+            f"group=/aws/sagemaker/Endpoints/{name} in account {account} for more information.",
+            OriginalStatusCode=status,
+            OriginalMessage=message,
+            LogStreamArn=f"arn:aws:logs:{region}:{account}:log-group:/aws/sagemaker/Endpoints/{name}",
+            ErrorCode=f"{side.upper()}_ERROR_FROM_MODEL",
+        )
+
+    def generate(self, ep: ServedEndpoint, headers: dict[str, str],
+                 body: bytes) -> tuple[Generation, Iterator[str], Usage]:
+        """Parse the body as the container does and start the backend (tokens are produced lazily)."""
+        try:
+            gen = ep.container.parse(body, headers)
+        except ContainerError as e:
+            raise self.model_error(ep.spec.name, e.status, e.message) from None
+        prompt = gen.prompt if gen.prompt is not None else json.dumps(gen.messages)
+        usage = Usage(prompt_tokens=ep.backend.count_tokens(prompt))
+        if ep.container.name == "embedding":
+            return gen, iter(()), usage
+
+        def counted() -> Iterator[str]:
+            for token in ep.backend.generate(gen):
+                usage.completion_tokens += 1
+                yield token
+
+        return gen, counted(), usage
+
+    @staticmethod
+    def response_headers(ep: ServedEndpoint, headers: dict[str, str]) -> dict[str, str]:
+        variant = headers.get("x-amzn-sagemaker-target-variant") or ep.spec.variants[0]
+        out = {"x-Amzn-Invoked-Production-Variant": variant}
+        if "x-amzn-sagemaker-custom-attributes" in headers:
+            out["X-Amzn-SageMaker-Custom-Attributes"] = headers["x-amzn-sagemaker-custom-attributes"]
+        if headers.get("x-amzn-sagemaker-session-id") == "NEW_SESSION":
+            expires = (datetime.now(UTC) + timedelta(minutes=20)).strftime("%Y-%m-%dT%H:%M:%SZ")
+            out["X-Amzn-SageMaker-New-Session-Id"] = f"{uuid.uuid4()}; Expires={expires}"
+        return out
+
+    # -- routes --------------------------------------------------------------------------------
+    def invoke(self, http: Handler, ep: ServedEndpoint, headers: dict[str, str], body: bytes) -> None:
+        """``POST /endpoints/{name}/invocations``."""
+        fault = self.admit(ep, headers)
+        gen, tokens, usage = self.generate(ep, headers, body)
+        out = self.response_headers(ep, headers)
+        text = "".join(tokens)
+        finish = "length" if usage.completion_tokens >= gen.max_new_tokens else "stop"
+        payload = ep.container.response(gen, text, usage, finish)
+        if fault and fault.kind == "malformed":
+            payload = ep.container.malformed()
+        out = {"Content-Type": "application/json", **out}
+        if fault and fault.kind in ("reset", "drop"):
+            http.drop(payload if fault.kind == "drop" else b"", out)
+            return
+        http.send(200, payload, out)
+
+    def stream(self, http: Handler, ep: ServedEndpoint, headers: dict[str, str], body: bytes) -> None:
+        """``POST /endpoints/{name}/invocations-response-stream``: PayloadPart events, faults mid-stream."""
+        fault = self.admit(ep, headers)
+        gen, tokens, usage = self.generate(ep, headers, body)
+        out = self.response_headers(ep, headers)
+        if fault and fault.kind == "reset":
+            http.drop()
+            return
+        http.start_chunks({"Content-Type": "application/vnd.amazon.eventstream",
+                           "X-Amzn-SageMaker-Content-Type": ep.container.stream_content_type(gen), **out})
+        lines = ep.container.stream(gen, tokens, usage)
+        if fault and fault.kind == "malformed":
+            lines = iter([ep.container.malformed()])
+        parts = 0
+        try:
+            for data in slices(lines, ep.spec.part_size):
+                if fault and parts >= fault.after_parts and self._stream_fault(http, ep, fault):
+                    return
+                http.chunk(eventstream.payload_part(data))
+                parts += 1
+            early = fault and parts < fault.after_parts and fault.kind != "malformed"
+            if early and self._stream_fault(http, ep, fault):
+                return
+            http.end_chunks()
+        except (BrokenPipeError, ConnectionResetError):
+            http.close_connection = True
+            if hasattr(lines, "close"):
+                lines.close()
+
+    @staticmethod
+    def _stream_fault(http: Handler, ep: ServedEndpoint, fault: Fault) -> bool:
+        """Play a mid-stream fault; True when the response ended with it."""
+        kind = fault.kind
+        if kind == "stream-error":
+            frame = eventstream.exception_frame(
+                "ModelStreamError", {"Message": fault.message, "ErrorCode": "ModelInvocationTimeExceeded"})
+        elif kind == "stream-failure":
+            frame = eventstream.exception_frame("InternalStreamFailure", {"Message": fault.message})
+        elif kind == "corrupt":
+            frame = eventstream.corrupt(eventstream.payload_part(b'{"token": {"text": "x"}}\n'))
+        elif kind == "lmi-error":
+            frame = eventstream.payload_part(ep.container.error_event() or b"")
+        elif kind == "drop":
+            http.hang_up()
+            return True
+        else:
+            return False
+        http.chunk(frame)
+        http.end_chunks()
+        return True
+
+
+def slices(lines: Iterator[bytes], size: int) -> Iterator[bytes]:
+    """The container's output as PayloadPart slices: a line each, or fixed-size slices."""
+    if size <= 0:
+        yield from lines
+        return
+    pending = b""
+    for line in lines:
+        pending += line
+        while len(pending) >= size:
+            yield pending[:size]
+            pending = pending[size:]
+    if pending:
+        yield pending
