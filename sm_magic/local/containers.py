@@ -9,6 +9,7 @@ does with the container's own status and message.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
@@ -63,16 +64,33 @@ def _json(body: bytes) -> dict | list:
         raise ContainerError(422, f"Failed to deserialize the JSON body into the target type: {e}") from None
 
 
+def _number(raw: dict, key: str, default: float | None, *, integer: bool = False) -> float | None:
+    """``raw[key]`` when it is a finite number (an integer if asked); the container's 422 otherwise."""
+    value = raw.get(key)
+    if value is None:
+        return default
+    ok = isinstance(value, int) if integer else isinstance(value, int | float) and math.isfinite(value)
+    if isinstance(value, bool) or not ok:
+        kind = "an integer" if integer else "a finite number"
+        raise ContainerError(422, f"Input validation error: `{key}` must be {kind}, got {json.dumps(value)}")
+    return value
+
+
 def _params(raw: dict, gen: Generation, *, stop_key: str = "stop") -> Generation:
     if not isinstance(raw, dict):
         raise ContainerError(422, "parameters: invalid type, expected a map")
-    gen.max_new_tokens = int(raw.get("max_new_tokens", raw.get("max_tokens", gen.max_new_tokens)))
-    gen.temperature = float(raw.get("temperature") or 0.0)
-    gen.top_p = raw.get("top_p")
+    tokens_key = "max_new_tokens" if raw.get("max_new_tokens") is not None else "max_tokens"
+    gen.max_new_tokens = int(_number(raw, tokens_key, gen.max_new_tokens, integer=True))
+    gen.temperature = float(_number(raw, "temperature", 0.0) or 0.0)
+    gen.top_p = _number(raw, "top_p", None)
+    gen.seed = _number(raw, "seed", None, integer=True)
     stop = raw.get(stop_key, raw.get("stop")) or []
-    gen.stop = [stop] if isinstance(stop, str) else list(stop)
-    gen.seed = raw.get("seed")
+    gen.stop = [stop] if isinstance(stop, str) else stop
+    if not isinstance(gen.stop, list) or not all(isinstance(s, str) for s in gen.stop):
+        raise ContainerError(422, f"Input validation error: `{stop_key}` must be a string or a list of strings")
     gen.details = bool(raw.get("details"))
+    if gen.temperature < 0:
+        raise ContainerError(422, "Input validation error: `temperature` must be strictly positive")
     if gen.max_new_tokens < 1:
         raise ContainerError(422, "Input validation error: `max_new_tokens` must be strictly positive")
     return gen

@@ -10,6 +10,7 @@ import contextlib
 import json
 import socket
 import sys
+import traceback
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from xml.sax.saxutils import escape
@@ -69,6 +70,7 @@ class Handler(BaseHTTPRequestHandler):
     server_version = "sm-magic-local"
     sys_version = ""
     server: Server
+    answered = False  # a status line was sent for the current request
 
     def setup(self) -> None:
         super().setup()
@@ -81,6 +83,10 @@ class Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: object) -> None:  # quiet by default
         pass
+
+    def send_response(self, code: int, message: str | None = None) -> None:
+        self.answered = True
+        super().send_response(code, message)
 
     def lower_headers(self) -> dict[str, str]:
         return {k.lower(): v for k, v in self.headers.items()}
@@ -110,6 +116,15 @@ class Handler(BaseHTTPRequestHandler):
     def send_api_error(self, error: ApiError, protocol: str) -> None:
         body, headers = error_response(error, protocol)
         self.send(error.status, body, headers)
+
+    def fail(self, protocol: str) -> None:
+        """A bug while answering: a 500 InternalFailure if nothing was sent yet, else a closed connection."""
+        traceback.print_exc(file=sys.stderr)
+        if self.answered:
+            self.hang_up()
+        else:
+            self.send_api_error(ApiError(500, "InternalFailure", "An internal error occurred. Try again later."),
+                                protocol)
 
     def start_chunks(self, headers: dict[str, str]) -> None:
         """Begin a 200 answer whose body follows in chunks."""

@@ -53,6 +53,15 @@ def fault_error(fault: Fault, model_error: ApiError) -> ApiError | None:
     return None
 
 
+def container_answer(container: str, error: ContainerError) -> tuple[int, str]:
+    """The status and body a real container answers to a request it rejects (SageMaker passes both on)."""
+    if container == "tgi":  # TGI's validation errors
+        return error.status, json.dumps({"error": error.message, "error_type": "validation"})
+    if container == "lmi":  # DJL Serving's ErrorResponse
+        return 400, json.dumps({"code": 400, "type": "BadRequestException", "message": error.message})
+    return error.status, error.message
+
+
 class Runtime:
     """Invoke and stream for the served endpoints, as the SageMaker runtime answers them."""
 
@@ -110,7 +119,7 @@ class Runtime:
         try:
             gen = ep.container.parse(body, headers)
         except ContainerError as e:
-            raise self.model_error(ep.spec.name, e.status, e.message) from None
+            raise self.model_error(ep.spec.name, *container_answer(ep.container.name, e)) from None
         prompt = gen.prompt if gen.prompt is not None else json.dumps(gen.messages)
         usage = Usage(prompt_tokens=ep.backend.count_tokens(prompt))
         if ep.container.name == "embedding":

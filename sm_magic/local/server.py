@@ -162,6 +162,7 @@ class _Routes(Handler):
 
     def do_POST(self) -> None:
         protocol = self._protocol()
+        self.answered = False
         try:
             body = self.read_body(self.endpoint.config.max_body_bytes)
             if self.path == "/_local/faults":
@@ -169,7 +170,7 @@ class _Routes(Handler):
                 self.endpoint.inject(data["endpoint"], *(Fault(**f) for f in data.get("faults", [])))
                 self.send_json({})
                 return
-            self._check_signature(body)
+            self._check_signature(body, protocol)
             if protocol == "json":
                 self._control_plane(body)
             elif protocol == "query":
@@ -183,15 +184,20 @@ class _Routes(Handler):
             self.send_api_error(error, protocol)
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
+        except Exception:
+            self.fail(protocol)
 
-    def _check_signature(self, body: bytes) -> None:
+    def _check_signature(self, body: bytes, protocol: str) -> None:
         secrets = self.endpoint.config.credentials
         if not secrets:
             return
         try:
             verify(self.command, self.path, self.lower_headers(), body, secrets)
         except SignatureProblem as problem:
-            raise ApiError(403, problem.code, problem.message) from None
+            code = problem.code
+            if protocol == "query" and code == "InvalidSignatureException":
+                code = "SignatureDoesNotMatch"  # the query-protocol services (STS) name it so
+            raise ApiError(403, code, problem.message) from None
 
     def _runtime(self, body: bytes) -> None:
         match = ROUTE.match(urlsplit(self.path).path)

@@ -1,9 +1,14 @@
-"""Server-side SigV4 check: recompute the signature with botocore's signer and compare."""
+"""Server-side SigV4 check: recompute the signature with botocore's signer and compare.
+
+As on AWS, a signature whose ``X-Amz-Date`` is more than five minutes away from the server's clock is
+refused even when it is otherwise right.
+"""
 
 from __future__ import annotations
 
 import hmac
 import re
+from datetime import UTC, datetime, timedelta
 
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
@@ -13,6 +18,8 @@ _AUTH = re.compile(
     r"AWS4-HMAC-SHA256 Credential=(?P<key>[^/]+)/(?P<date>\d{8})/(?P<region>[^/]+)/(?P<service>[^/]+)"
     r"/aws4_request, ?SignedHeaders=(?P<signed>[^,]+), ?Signature=(?P<signature>[0-9a-f]+)"
 )
+STAMP = "%Y%m%dT%H%M%SZ"
+MAX_SKEW = timedelta(minutes=5)
 
 
 class SignatureProblem(Exception):
@@ -21,8 +28,32 @@ class SignatureProblem(Exception):
         self.code, self.message = code, message
 
 
-def verify(method: str, path: str, headers: dict[str, str], body: bytes, secrets: dict[str, str]) -> None:
-    """Raise :class:`SignatureProblem` unless the request is signed by a known key."""
+def check_clock(amz_date: str, now: datetime | None = None) -> None:
+    """Raise :class:`SignatureProblem` when ``amz_date`` is more than 5 minutes from ``now``, in AWS's words."""
+    now = now or datetime.now(UTC)
+    try:
+        signed = datetime.strptime(amz_date, STAMP).replace(tzinfo=UTC)
+    except ValueError:
+        raise SignatureProblem(
+            "IncompleteSignatureException", f"Date must be in ISO-8601 'basic format'. Got '{amz_date}'."
+        ) from None
+    if signed < now - MAX_SKEW:
+        raise SignatureProblem(
+            "InvalidSignatureException",
+            f"Signature expired: {amz_date} is now earlier than {(now - MAX_SKEW).strftime(STAMP)} "
+            f"({now.strftime(STAMP)} - 5 min.)",
+        )
+    if signed > now + MAX_SKEW:
+        raise SignatureProblem(
+            "InvalidSignatureException",
+            f"Signature not yet current: {amz_date} is still later than {(now + MAX_SKEW).strftime(STAMP)} "
+            f"({now.strftime(STAMP)} + 5 min.)",
+        )
+
+
+def verify(method: str, path: str, headers: dict[str, str], body: bytes, secrets: dict[str, str],
+           now: datetime | None = None) -> None:
+    """Raise :class:`SignatureProblem` unless the request is signed by a known key, within 5 minutes of ``now``."""
     match = _AUTH.match(headers.get("authorization", ""))
     if not match:
         raise SignatureProblem("MissingAuthenticationTokenException", "Missing Authentication Token")
@@ -48,3 +79,4 @@ def verify(method: str, path: str, headers: dict[str, str], body: bytes, secrets
             "The request signature we calculated does not match the signature you provided. "
             "Check your AWS Secret Access Key and signing method. Consult the service documentation for details.",
         )
+    check_clock(headers.get("x-amz-date", ""), now)
