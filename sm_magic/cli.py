@@ -35,12 +35,18 @@ def _server_config(args: argparse.Namespace) -> ServerConfig:
             print(f"Using the deterministic backend. {INSTALL_HINT}", file=sys.stderr)
     elif backend == "model" and not model_available():
         raise SystemExit(INSTALL_HINT)
-    if args.endpoint or not config.endpoints:
-        config.endpoints = [EndpointSpec.parse(e, backend) for e in (args.endpoint or DEFAULT_ENDPOINTS)]
-    else:
-        for spec in config.endpoints:
-            if spec.backend == "auto":
-                spec.backend = backend
+    try:
+        if args.endpoint or not config.endpoints:
+            config.endpoints = [EndpointSpec.parse(e, backend) for e in (args.endpoint or DEFAULT_ENDPOINTS)]
+    except ValueError as e:
+        raise SystemExit(f"sm-magic serve: {e}") from None
+    for spec in config.endpoints:
+        if spec.backend == "auto":
+            spec.backend = backend
+        spec.max_concurrency = spec.max_concurrency or getattr(args, "max_concurrency", 0)
+        spec.max_rps = spec.max_rps or getattr(args, "max_rps", 0.0)
+    if getattr(args, "s3_endpoint_url", None):
+        config.s3_endpoint_url = args.s3_endpoint_url
     if args.verify_signatures:
         config.credentials = {LOCAL_KEY: LOCAL_SECRET}
     return config
@@ -158,14 +164,23 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--host", help="address to bind (default 127.0.0.1; others only when asked)")
         p.add_argument("--port", type=int, default=8080 if name == "serve" else 0, help="port (0: any free one)")
         p.add_argument("--region", help="region the endpoint reports (default us-east-1)")
-        p.add_argument("--endpoint", action="append", metavar="NAME=FORMAT",
+        p.add_argument("--endpoint", action="append", metavar="NAME=FORMAT[:OPTION...]",
                        help="an endpoint and its container format (repeatable); formats: tgi, tgi-messages, "
-                            "lmi, lmi-chat, llama2-chat, flan-t5, embedding")
+                            "lmi, lmi-chat, llama2-chat, flan-t5, embedding; options: concurrency=N (calls in "
+                            "flight), rps=R (calls per second), e.g. big=lmi:concurrency=8")
         p.add_argument("--backend", choices=["auto", "model", "deterministic"], default="auto",
                        help="the real model (SmolLM2 via llama.cpp) when installed, else deterministic")
         p.add_argument("--config", help="TOML/JSON file with endpoints, variants, faults, latency")
         p.add_argument("--verify-signatures", action="store_true",
                        help=f"check SigV4 with the local key pair ({LOCAL_KEY})")
+        if name == "serve":
+            p.add_argument("--max-concurrency", type=int, default=0, metavar="N",
+                           help="capacity of each endpoint without its own: calls in flight beyond N are "
+                                "answered ThrottlingException (0: no limit)")
+            p.add_argument("--max-rps", type=float, default=0.0, metavar="R",
+                           help="calls per second each endpoint without its own limit takes (0: no limit)")
+            p.add_argument("--s3-endpoint-url", metavar="URL",
+                           help="S3-compatible service for async inference input and output")
         if name == "demo":
             p.add_argument("--out", default="out", help="where the executed notebook and HTML go")
     args = parser.parse_args(argv)

@@ -28,6 +28,8 @@ class EndpointSpec:
     part_size: int = 0
     status: str = "InService"
     faults: list[Fault] = field(default_factory=list)
+    max_concurrency: int = 0  # calls in flight the endpoint accepts (0: no limit); beyond: ThrottlingException
+    max_rps: float = 0.0  # calls per second it accepts (0: no limit); beyond: ThrottlingException
 
     def __post_init__(self) -> None:
         if self.format not in CONTAINERS:
@@ -35,13 +37,29 @@ class EndpointSpec:
                 f"endpoint {self.name!r}: unknown format {self.format!r}; "
                 f"choose one of: {', '.join(CONTAINERS)}"
             )
+        if self.max_concurrency < 0 or self.max_rps < 0:
+            raise ValueError(f"endpoint {self.name!r}: max_concurrency and max_rps must be 0 (no limit) or more")
         self.faults = [f if isinstance(f, Fault) else Fault(**f) for f in self.faults]
 
     @classmethod
     def parse(cls, text: str, backend: str = "auto") -> EndpointSpec:
-        """``NAME=FORMAT`` as given to ``--endpoint``."""
-        name, _, fmt = text.partition("=")
-        return cls(name=name.strip(), format=(fmt or "tgi").strip(), backend=backend)
+        """``NAME=FORMAT[:OPTION...]`` as given to ``--endpoint``; options ``concurrency=N``, ``rps=R``."""
+        name, _, rest = text.partition("=")
+        fmt, *options = (rest or "tgi").split(":")
+        spec = cls(name=name.strip(), format=fmt.strip() or "tgi", backend=backend)
+        for option in options:
+            key, _, value = option.strip().partition("=")
+            try:
+                if key == "concurrency":
+                    spec.max_concurrency = int(value)
+                elif key == "rps":
+                    spec.max_rps = float(value)
+                else:
+                    raise ValueError(f"unknown option {key!r}")
+            except ValueError as e:
+                raise ValueError(f"--endpoint {text!r}: {e}; options are concurrency=N, rps=R") from None
+        spec.__post_init__()
+        return spec
 
 
 @dataclass
@@ -55,6 +73,7 @@ class ServerConfig:
     credentials: dict[str, str] = field(default_factory=dict)
     max_body_bytes: int = 6 * 1024 * 1024
     strict_region: bool = False  # True: calls signed for another region find no endpoint, as on AWS
+    s3_endpoint_url: str = ""  # S3-compatible service async endpoints read input from and write answers to
 
     def __post_init__(self) -> None:
         self.endpoints = [e if isinstance(e, EndpointSpec) else EndpointSpec(**e) for e in self.endpoints]

@@ -7,7 +7,9 @@ and writes the answer (or the fault) on the request's :class:`~sm_magic.local.ht
 
 from __future__ import annotations
 
+import contextlib
 import json
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -21,6 +23,38 @@ from sm_magic.local.faults import Fault, FaultPlan
 from sm_magic.local.http import ApiError, Handler
 
 
+class Capacity:
+    """Calls in flight and calls per second an endpoint takes; beyond either, SageMaker's ThrottlingException.
+
+    The rate is a token bucket holding at most one second of calls (at least one call).
+    """
+
+    def __init__(self, max_concurrency: int = 0, max_rps: float = 0.0):
+        self.max_concurrency, self.max_rps = max_concurrency, max_rps
+        self.in_flight = 0
+        self._tokens, self._last = max(1.0, max_rps), time.monotonic()
+        self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def slot(self) -> Iterator[None]:
+        """Hold one call's place for the duration of the block, or raise ThrottlingException (HTTP 400)."""
+        with self._lock:
+            if self.max_rps:
+                now = time.monotonic()
+                self._tokens = min(max(1.0, self.max_rps), self._tokens + (now - self._last) * self.max_rps)
+                self._last = now
+            if (self.max_rps and self._tokens < 1) or (self.max_concurrency and self.in_flight >= self.max_concurrency):
+                raise ApiError(400, "ThrottlingException", "Rate exceeded")
+            if self.max_rps:
+                self._tokens -= 1
+            self.in_flight += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self.in_flight -= 1
+
+
 class ServedEndpoint:
     """Runtime state of one served endpoint."""
 
@@ -29,6 +63,7 @@ class ServedEndpoint:
         self.container = CONTAINERS[spec.format]
         self.backend: Backend = make_backend(spec.backend, spec.token_delay, spec.fill_to_max_tokens)
         self.faults = FaultPlan(spec.faults)
+        self.capacity = Capacity(spec.max_concurrency, spec.max_rps)
 
 
 def fault_error(fault: Fault, model_error: ApiError) -> ApiError | None:

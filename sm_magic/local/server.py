@@ -22,8 +22,44 @@ from sm_magic.local.http import ApiError, Handler, Server
 from sm_magic.local.runtime import Runtime, ServedEndpoint
 from sm_magic.local.sigv4 import SignatureProblem, verify
 
+OPERATIONS = {"invocations": "InvokeEndpoint", "invocations-response-stream": "InvokeEndpointWithResponseStream",
+              "async-invocations": "InvokeEndpointAsync"}
 NAME_PATTERN = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 ROUTE = re.compile(r"^/endpoints/(?P<name>[^/]+)/(?P<op>invocations|invocations-response-stream|async-invocations)$")
+
+
+class Stats:
+    """Request counters: per endpoint (operations, error codes, async outcomes) and per operation."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.operations: Counter[str] = Counter()
+        self.per_endpoint: dict[str, Counter[str]] = {}
+
+    def count(self, key: str, endpoint: str | None = None) -> None:
+        """One more ``key`` (an operation name, ``error:<Code>`` or ``async:<outcome>``)."""
+        with self._lock:
+            if endpoint is None:
+                self.operations[key] += 1
+            else:
+                self.per_endpoint.setdefault(endpoint, Counter())[key] += 1
+                if not key.startswith(("error:", "async:")):
+                    self.operations[key] += 1
+
+    def snapshot(self, endpoints: dict[str, ServedEndpoint]) -> dict:
+        """What ``GET /_local/stats`` answers."""
+        with self._lock:
+            out = {}
+            for name, ep in endpoints.items():
+                counts = self.per_endpoint.get(name, Counter())
+                ops = {k: v for k, v in counts.items() if ":" not in k}
+                out[name] = {
+                    "calls": sum(ops.values()), "operations": ops, "in_flight": ep.capacity.in_flight,
+                    "max_concurrency": ep.spec.max_concurrency, "max_rps": ep.spec.max_rps,
+                    "errors": {k[6:]: v for k, v in counts.items() if k.startswith("error:")},
+                    "async": {k[6:]: v for k, v in counts.items() if k.startswith("async:")},
+                }
+            return {"endpoints": out, "operations": dict(self.operations)}
 
 
 class LocalEndpoint:
@@ -40,6 +76,7 @@ class LocalEndpoint:
             self.add_endpoint(spec)
         self.runtime = Runtime(self.config)
         self.calls: Counter[str] = Counter()  # endpoint name → runtime calls received
+        self.stats = Stats()
         self.assumed: dict[str, str] = {}  # access key id issued by AssumeRole → assumed-role ARN
         self._calls_lock = threading.Lock()
         self._httpd: Server | None = None
@@ -128,9 +165,10 @@ class LocalEndpoint:
         except KeyError:
             raise missing from None
 
-    def count(self, name: str) -> None:
+    def count(self, name: str, operation: str) -> None:
         with self._calls_lock:
             self.calls[name] += 1
+        self.stats.count(operation, name)
 
 
 class _Routes(Handler):
@@ -148,6 +186,8 @@ class _Routes(Handler):
     def do_GET(self) -> None:
         if self.path == "/_local/calls":
             self.send_json(self.endpoint.calls)
+        elif self.path == "/_local/stats":
+            self.send_json(self.endpoint.stats.snapshot(self.endpoint._endpoints))
         elif self.path in ("/_local/health", "/ping"):
             self.send_json({"status": "ok"})
         else:
@@ -175,6 +215,7 @@ class _Routes(Handler):
                 self._control_plane(body)
             elif protocol == "query":
                 form = {k: v[0] for k, v in parse_qs(body.decode()).items()}
+                self.endpoint.stats.count(form.get("Action", "Unknown"))
                 xml = sts_answer(self.endpoint.config, self.endpoint.assumed, form,
                                  self.headers.get("Authorization", ""))
                 self.send(200, xml, {"Content-Type": "text/xml"})
@@ -208,17 +249,23 @@ class _Routes(Handler):
         if op == "async-invocations":
             raise ApiError(400, "ValidationError", "Asynchronous inference is not offered by the local endpoint.")
         ep = self.endpoint.find(name, headers.get("authorization", ""))
-        self.endpoint.count(name)
+        self.endpoint.count(name, OPERATIONS[op])
         runtime = self.endpoint.runtime
-        if op == "invocations":
-            runtime.invoke(self, ep, headers, body)
-        else:
-            runtime.stream(self, ep, headers, body)
+        try:
+            with ep.capacity.slot():
+                if op == "invocations":
+                    runtime.invoke(self, ep, headers, body)
+                else:
+                    runtime.stream(self, ep, headers, body)
+        except ApiError as error:
+            self.endpoint.stats.count(f"error:{error.code}", name)
+            raise
 
     def _control_plane(self, body: bytes) -> None:
         target = self.headers["x-amz-target"]
         service, _, op = target.partition(".")
         if service != "SageMaker":
             raise ApiError(400, "UnknownOperationException", f"Unknown target {target}")
+        self.endpoint.stats.count(op)
         answer = control_plane_answer(self.endpoint.config, self.endpoint._endpoints, op, json.loads(body or b"{}"))
         self.send(200, json.dumps(answer, default=timestamp).encode(), {"Content-Type": "application/x-amz-json-1.1"})
