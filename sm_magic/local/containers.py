@@ -364,3 +364,7 @@ CONTAINERS: dict[str, Container] = {
     "flan-t5": FlanT5(),
     "embedding": Embedding(),
 }
+
+from sm_magic.local.embedding_containers import EMBEDDING_CONTAINERS  # noqa: E402  (built on the classes above)
+
+CONTAINERS.update(EMBEDDING_CONTAINERS)

@@ -191,7 +191,7 @@ class MiniLMEmbedder:
         for row, e in enumerate(encodings):
             piece = e.ids[:length]
             if len(e.ids) > length:  # truncation keeps the closing [SEP], as the HF tokenizer does
-                piece = piece[:-1] + [e.ids[-1]]
+                piece = [*piece[:-1], e.ids[-1]]
             ids[row, :len(piece)] = piece
             mask[row, :len(piece)] = 1.0
         with self._lock:  # numpy's BLAS already uses every core; one batch at a time
