@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -85,19 +86,21 @@ def serve(args: argparse.Namespace) -> int:
 
 def run_notebook(path: Path, out_dir: Path, env: dict[str, str], timeout: int = 300,
                  store_widget_state: bool = False) -> object:
-    """Execute a notebook in a fresh kernel with ``env``; write it (and HTML) to ``out_dir``."""
+    """Execute a notebook in a fresh kernel with ``env``; write it (and HTML) to ``out_dir``.
+
+    The kernel talks to this process over IPC sockets in a private temporary directory, not TCP.
+    """
     import nbformat
+    from jupyter_client.manager import AsyncKernelManager
     from nbclient import NotebookClient
 
     nb = nbformat.read(path, as_version=4)
-    saved = dict(os.environ)
-    os.environ.update(env)
-    try:
-        NotebookClient(nb, timeout=timeout, kernel_name="python3", store_widget_state=store_widget_state,
-                       resources={"metadata": {"path": str(path.parent)}}).execute()
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
+    with tempfile.TemporaryDirectory(prefix="sm-magic-kernel-") as sockets:
+        km = AsyncKernelManager(kernel_name="python3", transport="ipc", ip=os.path.join(sockets, "kernel"))
+        client = NotebookClient(nb, km=km, timeout=timeout, kernel_name="python3",
+                                store_widget_state=store_widget_state,
+                                resources={"metadata": {"path": str(path.parent)}})
+        client.execute(env={**os.environ, **env}, cleanup_kc=True)  # we made km: shut its kernel down
     out_dir.mkdir(parents=True, exist_ok=True)
     nbformat.write(nb, out_dir / path.name)
     try:
@@ -136,8 +139,10 @@ def demo(args: argparse.Namespace) -> int:
             print(f"  • {text.strip()}")
     finally:
         server.stop()
-    print(f"\nExecuted notebook: {out_dir / QUICKSTART.name}\nHTML:              "
-          f"{out_dir / QUICKSTART.with_suffix('.html').name}")
+    print(f"\nExecuted notebook: {out_dir / QUICKSTART.name}")
+    html = out_dir / QUICKSTART.with_suffix(".html").name
+    if html.exists():
+        print(f"HTML:              {html}")
     print("Open the notebooks in JupyterLab against the same local endpoint with: make lab")
     return 0
 
@@ -167,7 +172,9 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--endpoint", action="append", metavar="NAME=FORMAT[:OPTION...]",
                        help="an endpoint and its container format (repeatable); formats: tgi, tgi-messages, "
                             "lmi, lmi-chat, llama2-chat, flan-t5, embedding; options: concurrency=N (calls in "
-                            "flight), rps=R (calls per second), e.g. big=lmi:concurrency=8")
+                            "flight), rps=R (calls per second), async (an async inference endpoint: answers "
+                            "go to s3://sm-magic-local/async-endpoint-outputs/NAME/), e.g. big=lmi:concurrency=8, "
+                            "later=tgi:async")
         p.add_argument("--backend", choices=["auto", "model", "deterministic"], default="auto",
                        help="the real model (SmolLM2 via llama.cpp) when installed, else deterministic")
         p.add_argument("--config", help="TOML/JSON file with endpoints, variants, faults, latency")
@@ -180,7 +187,8 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--max-rps", type=float, default=0.0, metavar="R",
                            help="calls per second each endpoint without its own limit takes (0: no limit)")
             p.add_argument("--s3-endpoint-url", metavar="URL",
-                           help="S3-compatible service for async inference input and output")
+                           help="S3-compatible service (e.g. moto's server) that async endpoints read requests "
+                                "from and write answers to; required by :async endpoints")
         if name == "demo":
             p.add_argument("--out", default="out", help="where the executed notebook and HTML go")
     args = parser.parse_args(argv)
