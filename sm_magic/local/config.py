@@ -10,6 +10,8 @@ from pathlib import Path
 from sm_magic.local.containers import CONTAINERS
 from sm_magic.local.faults import Fault
 
+ASYNC_BUCKET = "sm-magic-local"
+
 
 @dataclass
 class EndpointSpec:
@@ -30,6 +32,17 @@ class EndpointSpec:
     faults: list[Fault] = field(default_factory=list)
     max_concurrency: int = 0  # calls in flight the endpoint accepts (0: no limit); beyond: ThrottlingException
     max_rps: float = 0.0  # calls per second it accepts (0: no limit); beyond: ThrottlingException
+    async_: bool = False  # an async inference endpoint (TOML/JSON key ``async``): InvokeEndpointAsync only
+    s3_output_path: str = ""  # AsyncInferenceConfig.OutputConfig.S3OutputPath (default under s3://sm-magic-local)
+    s3_failure_path: str = ""  # ...S3FailurePath
+
+    @property
+    def output_path(self) -> str:
+        return (self.s3_output_path or f"s3://{ASYNC_BUCKET}/async-endpoint-outputs/{self.name}").rstrip("/")
+
+    @property
+    def failure_path(self) -> str:
+        return (self.s3_failure_path or f"s3://{ASYNC_BUCKET}/async-endpoint-failures/{self.name}").rstrip("/")
 
     def __post_init__(self) -> None:
         if self.format not in CONTAINERS:
@@ -43,7 +56,7 @@ class EndpointSpec:
 
     @classmethod
     def parse(cls, text: str, backend: str = "auto") -> EndpointSpec:
-        """``NAME=FORMAT[:OPTION...]`` as given to ``--endpoint``; options ``concurrency=N``, ``rps=R``."""
+        """``NAME=FORMAT[:OPTION...]`` as given to ``--endpoint``; options ``concurrency=N``, ``rps=R``, ``async``."""
         name, _, rest = text.partition("=")
         fmt, *options = (rest or "tgi").split(":")
         spec = cls(name=name.strip(), format=fmt.strip() or "tgi", backend=backend)
@@ -54,12 +67,19 @@ class EndpointSpec:
                     spec.max_concurrency = int(value)
                 elif key == "rps":
                     spec.max_rps = float(value)
+                elif key == "async" and not value:
+                    spec.async_ = True
                 else:
                     raise ValueError(f"unknown option {key!r}")
             except ValueError as e:
-                raise ValueError(f"--endpoint {text!r}: {e}; options are concurrency=N, rps=R") from None
+                raise ValueError(f"--endpoint {text!r}: {e}; options are concurrency=N, rps=R, async") from None
         spec.__post_init__()
         return spec
+
+
+def _keys(table: dict) -> dict:
+    """A config file's endpoint table as EndpointSpec arguments (``async`` is a Python keyword)."""
+    return {("async_" if key == "async" else key): value for key, value in table.items()}
 
 
 @dataclass
@@ -74,9 +94,12 @@ class ServerConfig:
     max_body_bytes: int = 6 * 1024 * 1024
     strict_region: bool = False  # True: calls signed for another region find no endpoint, as on AWS
     s3_endpoint_url: str = ""  # S3-compatible service async endpoints read input from and write answers to
+    async_workers: int = 4  # async requests processed at once (the rest wait in the queue)
 
     def __post_init__(self) -> None:
-        self.endpoints = [e if isinstance(e, EndpointSpec) else EndpointSpec(**e) for e in self.endpoints]
+        self.endpoints = [e if isinstance(e, EndpointSpec) else EndpointSpec(**_keys(e)) for e in self.endpoints]
+        if self.async_workers < 1:
+            raise ValueError("async_workers must be 1 or more")
 
     @classmethod
     def load(cls, path: str | Path) -> ServerConfig:

@@ -77,7 +77,7 @@ def control_plane_answer(config: ServerConfig, endpoints: Mapping[str, ServedEnd
     if op == "DescribeEndpointConfig":
         ep = find(request["EndpointConfigName"], "endpoint configuration")
         name = ep.spec.name
-        return {
+        answer = {
             "EndpointConfigName": f"{name}-config", "EndpointConfigArn": f"{arn}:endpoint-config/{name}-config",
             "CreationTime": CREATED,
             "ProductionVariants": [
@@ -86,6 +86,12 @@ def control_plane_answer(config: ServerConfig, endpoints: Mapping[str, ServedEnd
                 for v in ep.spec.variants
             ],
         }
+        if ep.spec.async_:
+            answer["AsyncInferenceConfig"] = {
+                "ClientConfig": {"MaxConcurrentInvocationsPerInstance": config.async_workers},
+                "OutputConfig": {"S3OutputPath": ep.spec.output_path, "S3FailurePath": ep.spec.failure_path},
+            }
+        return answer
     if op == "DescribeModel":
         ep = find(request["ModelName"], "model")
         return {

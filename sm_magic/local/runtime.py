@@ -12,7 +12,9 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from sm_magic.local import eventstream
@@ -21,6 +23,7 @@ from sm_magic.local.config import EndpointSpec, ServerConfig
 from sm_magic.local.containers import CONTAINERS, ContainerError, Generation, Usage
 from sm_magic.local.faults import Fault, FaultPlan
 from sm_magic.local.http import ApiError, Handler
+from sm_magic.local.s3 import ObjectStore
 
 
 class Capacity:
@@ -97,11 +100,36 @@ def container_answer(container: str, error: ContainerError) -> tuple[int, str]:
     return error.status, error.message
 
 
-class Runtime:
-    """Invoke and stream for the served endpoints, as the SageMaker runtime answers them."""
+@dataclass
+class AsyncJob:
+    """One queued InvokeEndpointAsync request."""
 
-    def __init__(self, config: ServerConfig):
+    ep: ServedEndpoint
+    headers: dict[str, str]  # the container's view: content type and custom attributes
+    input_location: str
+    body: bytes | None  # inline Body, else read from input_location
+    output_location: str
+    failure_location: str
+    ttl: int
+    timeout: int
+    queued: float = field(default_factory=time.monotonic)
+
+
+class Runtime:
+    """Invoke, stream and async inference for the served endpoints, as the SageMaker runtime answers them."""
+
+    def __init__(self, config: ServerConfig, on_async: Callable[[str, str], None] = lambda name, outcome: None):
         self.config = config
+        self.store = ObjectStore(config.s3_endpoint_url, config.region) if config.s3_endpoint_url else None
+        self.on_async = on_async  # (endpoint, "succeeded" | "failed") when an async request finishes
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
+
+    def close(self) -> None:
+        """Stop the async workers; queued requests that have not started are dropped."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
 
     # -- checks and errors ---------------------------------------------------------------------
     def admit(self, ep: ServedEndpoint, headers: dict[str, str]) -> Fault | None:
@@ -178,18 +206,27 @@ class Runtime:
             out["X-Amzn-SageMaker-New-Session-Id"] = f"{uuid.uuid4()}; Expires={expires}"
         return out
 
-    # -- routes --------------------------------------------------------------------------------
-    def invoke(self, http: Handler, ep: ServedEndpoint, headers: dict[str, str], body: bytes) -> None:
-        """``POST /endpoints/{name}/invocations``."""
+    def answer(self, ep: ServedEndpoint, headers: dict[str, str], body: bytes,
+               asynchronous: bool = False) -> tuple[bytes, Fault | None]:
+        """The container's whole answer to one request (after the front door's checks and faults)."""
+        if ep.spec.async_ and not asynchronous:
+            raise ApiError(400, "ValidationError",
+                           f"Endpoint {ep.spec.name} of account {self.config.account} is an asynchronous inference "
+                           "endpoint: invoke it with InvokeEndpointAsync.")
         fault = self.admit(ep, headers)
         gen, tokens, usage = self.generate(ep, headers, body)
-        out = self.response_headers(ep, headers)
         text = "".join(tokens)
         finish = "length" if usage.completion_tokens >= gen.max_new_tokens else "stop"
         payload = ep.container.response(gen, text, usage, finish)
         if fault and fault.kind == "malformed":
             payload = ep.container.malformed()
-        out = {"Content-Type": "application/json", **out}
+        return payload, fault
+
+    # -- routes --------------------------------------------------------------------------------
+    def invoke(self, http: Handler, ep: ServedEndpoint, headers: dict[str, str], body: bytes) -> None:
+        """``POST /endpoints/{name}/invocations``."""
+        payload, fault = self.answer(ep, headers, body)
+        out = {"Content-Type": "application/json", **self.response_headers(ep, headers)}
         if fault and fault.kind in ("reset", "drop"):
             http.drop(payload if fault.kind == "drop" else b"", out)
             return
@@ -197,6 +234,8 @@ class Runtime:
 
     def stream(self, http: Handler, ep: ServedEndpoint, headers: dict[str, str], body: bytes) -> None:
         """``POST /endpoints/{name}/invocations-response-stream``: PayloadPart events, faults mid-stream."""
+        if ep.spec.async_:
+            self.answer(ep, headers, body)  # raises: real-time calls to an async endpoint are refused
         fault = self.admit(ep, headers)
         gen, tokens, usage = self.generate(ep, headers, body)
         out = self.response_headers(ep, headers)
@@ -224,6 +263,71 @@ class Runtime:
             if hasattr(lines, "close"):
                 lines.close()
 
+    def submit(self, http: Handler, ep: ServedEndpoint, headers: dict[str, str], body: bytes) -> None:
+        """``POST /endpoints/{name}/async-invocations``: queue the request, answer 202 with its locations."""
+        name, account = ep.spec.name, self.config.account
+        if not ep.spec.async_:
+            raise ApiError(400, "ValidationError",
+                           f"Endpoint {name} of account {account} is not an asynchronous inference endpoint.")
+        location = headers.get("x-amzn-sagemaker-inputlocation", "")
+        if bool(location) == bool(body):
+            raise ApiError(400, "ValidationError", "Provide exactly one of Body and InputLocation.")
+        if self.store is None:
+            raise ApiError(500, "InternalFailure", "The local endpoint has no S3 service (set s3_endpoint_url).")
+        ttl = _bounded(headers, "RequestTTLSeconds", 21600, 21600)
+        timeout = _bounded(headers, "InvocationTimeoutSeconds", 900, 3600)
+        inference_id = headers.get("x-amzn-sagemaker-inference-id") or str(uuid.uuid4())
+        extension = headers.get("x-amzn-sagemaker-s3outputpathextension", "").strip("/")
+        filename = headers.get("x-amzn-sagemaker-filename") or f"{inference_id}.out"
+        output = "/".join(p for p in (ep.spec.output_path, extension, filename) if p)
+        failure = f"{ep.spec.failure_path}/{inference_id}-error.out"
+        container_headers = {k: v for k, v in headers.items() if k == "x-amzn-sagemaker-custom-attributes"}
+        container_headers["content-type"] = headers.get("x-amzn-sagemaker-content-type", "application/json")
+        job = AsyncJob(ep, container_headers, location, None if location else body, output, failure, ttl, timeout)
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.config.async_workers, thread_name_prefix="sm-magic-async")
+            self._pool.submit(self._work, job)
+        http.send(202, json.dumps({"InferenceId": inference_id}).encode(),
+                  {"Content-Type": "application/json", "X-Amzn-SageMaker-OutputLocation": output,
+                   "X-Amzn-SageMaker-FailureLocation": failure})
+
+    def _work(self, job: AsyncJob) -> None:
+        """Run one async request and write its output object, or its failure object."""
+        assert self.store is not None
+        name = job.ep.spec.name
+        try:
+            waited = time.monotonic() - job.queued
+            if waited > job.ttl:
+                raise ApiError(400, "RequestExpired",
+                               f"Request expired: it waited {waited:.0f} s in the queue, longer than its "
+                               f"RequestTTLSeconds ({job.ttl} s).")
+            try:
+                body = job.body if job.body is not None else self.store.read(job.input_location)
+            except Exception as e:
+                raise ApiError(400, "ValidationError", f"Could not read the input {job.input_location}: {e}") from None
+            started = time.monotonic()
+            payload, fault = self.answer(job.ep, job.headers, body, asynchronous=True)
+            if fault and fault.kind in ("reset", "drop"):
+                raise ApiError(500, "InternalFailure", "The model container closed the connection.")
+            if time.monotonic() - started > job.timeout:
+                raise ApiError(408, "InvocationTimeout",
+                               f"Inference invocation timed out after {job.timeout} s (InvocationTimeoutSeconds).")
+            self.store.write(job.output_location, payload, "application/json")
+            self.on_async(name, "succeeded")
+        except ApiError as error:
+            text = error.message if error.code == "ModelError" else f"{error.code}: {error.message}"
+            self._fail(job, text)
+        except Exception as e:  # a bug or S3 trouble: still leave a failure object when possible
+            self._fail(job, f"InternalFailure: {type(e).__name__}: {e}")
+
+    def _fail(self, job: AsyncJob, text: str) -> None:
+        assert self.store is not None
+        try:
+            self.store.write(job.failure_location, text.encode(), "text/plain")
+        finally:
+            self.on_async(job.ep.spec.name, "failed")
+
     @staticmethod
     def _stream_fault(http: Handler, ep: ServedEndpoint, fault: Fault) -> bool:
         """Play a mid-stream fault; True when the response ended with it."""
@@ -245,6 +349,19 @@ class Runtime:
         http.chunk(frame)
         http.end_chunks()
         return True
+
+
+def _bounded(headers: dict[str, str], name: str, default: int, limit: int) -> int:
+    """An ``X-Amzn-SageMaker-<name>`` header as seconds in 1..limit (botocore checks AWS's own minimum)."""
+    raw = headers.get(f"x-amzn-sagemaker-{name.lower()}")
+    if raw is None:
+        return default
+    if not raw.isdigit() or not 1 <= int(raw) <= limit:
+        field_name = name[0].lower() + name[1:]
+        raise ApiError(400, "ValidationError",
+                       f"1 validation error detected: Value '{raw}' at '{field_name}' failed to satisfy "
+                       f"constraint: Member must have value between 1 and {limit}")
+    return int(raw)
 
 
 def slices(lines: Iterator[bytes], size: int) -> Iterator[bytes]:

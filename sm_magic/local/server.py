@@ -74,7 +74,10 @@ class LocalEndpoint:
         self._endpoints: dict[str, ServedEndpoint] = {}
         for spec in self.config.endpoints:
             self.add_endpoint(spec)
-        self.runtime = Runtime(self.config)
+        waiting = [s.name for s in self.config.endpoints if s.async_]
+        if waiting and not self.config.s3_endpoint_url:
+            raise ValueError(f"async endpoints {waiting} need an S3 service: set s3_endpoint_url (--s3-endpoint-url)")
+        self.runtime = Runtime(self.config, on_async=lambda name, outcome: self.stats.count(f"async:{outcome}", name))
         self.calls: Counter[str] = Counter()  # endpoint name → runtime calls received
         self.stats = Stats()
         self.assumed: dict[str, str] = {}  # access key id issued by AssumeRole → assumed-role ARN
@@ -84,6 +87,11 @@ class LocalEndpoint:
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> LocalEndpoint:
+        if self.runtime.store is not None:  # the async endpoints' buckets, on the local S3 service
+            for spec in self.config.endpoints:
+                if spec.async_:
+                    self.runtime.store.ensure_bucket(spec.output_path)
+                    self.runtime.store.ensure_bucket(spec.failure_path)
         handler = type("BoundHandler", (_Routes,), {"endpoint": self})
         self._httpd = Server((self.config.host, self.config.port), handler)
         self._thread = threading.Thread(target=self._httpd.serve_forever, name="sm-magic-local", daemon=True)
@@ -107,6 +115,7 @@ class LocalEndpoint:
         self._httpd.close_connections()
         self._httpd.server_close()
         self._httpd = None
+        self.runtime.close()
 
     def __enter__(self) -> LocalEndpoint:
         return self.start()
@@ -246,12 +255,13 @@ class _Routes(Handler):
             raise ApiError(404, "UnknownOperationException", f"No route for {self.path}")
         name, op = unquote(match["name"]), match["op"]
         headers = self.lower_headers()
-        if op == "async-invocations":
-            raise ApiError(400, "ValidationError", "Asynchronous inference is not offered by the local endpoint.")
         ep = self.endpoint.find(name, headers.get("authorization", ""))
         self.endpoint.count(name, OPERATIONS[op])
         runtime = self.endpoint.runtime
         try:
+            if op == "async-invocations":
+                runtime.submit(self, ep, headers, body)  # queued: the worker pool is its capacity
+                return
             with ep.capacity.slot():
                 if op == "invocations":
                     runtime.invoke(self, ep, headers, body)
