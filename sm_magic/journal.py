@@ -48,6 +48,7 @@ STATUSES = frozenset({"ok", "error", "interrupted", "truncated", "partial"})
 JOB_KINDS = frozenset({"batch", "qa-map", "async"})
 MAX_PENDING = 1000  # rows queued before record_call waits for the writer
 MAX_BATCH = 1000  # rows per transaction
+COMMIT_DELAY = 0.002  # seconds the writer waits after the first row for others to join its transaction
 BUSY_TIMEOUT = 10.0  # seconds another process may hold the write lock
 SCHEMA_VERSION = 1
 
@@ -374,6 +375,8 @@ class Journal:
         try:
             while True:
                 batch = [self._queue.get()]
+                if COMMIT_DELAY and not isinstance(batch[0], _Op):  # flush() and jobs do not wait
+                    time.sleep(COMMIT_DELAY)
                 while len(batch) < MAX_BATCH:
                     try:
                         batch.append(self._queue.get_nowait())
@@ -391,10 +394,16 @@ class Journal:
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
-                self._execute(conn, batch)
+                try:
+                    self._execute(conn, batch)
+                except UnicodeEncodeError:  # a lone surrogate in some text: store it with U+FFFD instead
+                    conn.execute("ROLLBACK")
+                    conn.execute("BEGIN IMMEDIATE")
+                    self._execute(conn, [_clean(item) if isinstance(item, tuple) else item for item in batch])
                 conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
                 raise
         except Exception as e:  # the writer must outlive any failure, or record_call would wait forever
             self.dropped += sum(1 for item in batch if isinstance(item, tuple))
@@ -414,13 +423,7 @@ class Journal:
                 rows.append(item)
                 continue
             if rows:
-                conn.execute("SAVEPOINT calls")
-                try:
-                    conn.executemany(INSERT_CALL, rows)
-                except UnicodeEncodeError:  # a lone surrogate in some text: store it with U+FFFD instead
-                    conn.execute("ROLLBACK TO calls")
-                    conn.executemany(INSERT_CALL, [_clean(row) for row in rows])
-                conn.execute("RELEASE calls")
+                conn.executemany(INSERT_CALL, rows)  # a lone surrogate raises UnicodeEncodeError: see _write
                 rows = []
             if isinstance(item, _Op) and item.sql is not None:
                 item.result = conn.execute(item.sql, item.args).lastrowid
