@@ -1,16 +1,17 @@
 """The call journal: every call, every job and its items, in one SQLite file (WAL) under the sm_magic home.
 
 Writing is cheap for the caller: :meth:`Journal.record_call` turns the record into a row and puts it
-on a queue; one writer thread per journal drains the queue and commits whatever has arrived in one
-transaction (group commit). Measured on 2 cores: ~13 µs per call with 1 or 16 threads recording, against
-~60-80 µs when each thread commits on its own connection (the file's write lock serialises them).
+on a queue; one writer thread per journal (per process) drains the queue and commits what has arrived
+in one transaction (group commit; it waits :data:`COMMIT_DELAY` after the first row so that rows
+finishing together share a commit). One connection per thread committing each call was measured too:
+several times the cost per call, since the file's write lock serialises the threads (see bench/).
 
-Durability: a row is committed as soon as the writer wakes (no timer); with ``synchronous=NORMAL`` in
-WAL mode a committed row survives the process being killed (not a power cut). A ``kill -9`` therefore
-loses only the calls recorded since the last commit: in time, the last commit cycle (milliseconds; the
-bench measures it); in count, at most :data:`MAX_PENDING` queued + :data:`MAX_BATCH` being written.
-:meth:`Journal.flush` returns once everything recorded before it is committed. Reads flush first, so
-a process always sees its own calls.
+Durability: with ``synchronous=NORMAL`` in WAL mode a committed row survives the process being
+killed (not a power cut). A ``kill -9`` loses only the calls recorded since the last commit: in time,
+:data:`COMMIT_DELAY` plus one commit (a few milliseconds; bench/journal.py measures it under load);
+in count, at most :data:`MAX_PENDING` queued + :data:`MAX_BATCH` being written. :meth:`Journal.flush`
+returns once everything recorded before it is committed. Reads flush first, so a process always sees
+its own calls. Several processes (kernels) share the file; SQLite's busy timeout orders their commits.
 
 Text search uses ``LIKE`` (substring, ASCII case-insensitive): 23 ms over 100,000 calls here. FTS5 is
 available in this sqlite but would cost ~20 µs more per call (2.5× the write) and only matches words,
@@ -244,6 +245,7 @@ class Journal:
         self._lock = threading.Lock()
         self._read_lock = threading.Lock()
         self._reported = 0
+        self._pid = os.getpid()
 
     def __repr__(self) -> str:
         return f"<Journal {self.path}{'' if self.enabled else ' (off)'}>"
@@ -268,7 +270,15 @@ class Journal:
                 raise
         return conn
 
+    def _after_fork(self) -> None:
+        """In a forked child the parent's writer thread and connections are not ours: start afresh."""
+        if self._pid != os.getpid():
+            self._writer, self._reader, self._queue = None, None, queue.Queue(MAX_PENDING)
+            self._lock, self._read_lock = threading.Lock(), threading.Lock()
+            self._pid = os.getpid()
+
     def _start(self) -> None:
+        self._after_fork()
         with self._lock:
             if self._writer is None or not self._writer.is_alive():
                 conn = self._connect()  # errors surface here, in the caller's thread
@@ -280,6 +290,7 @@ class Journal:
     def _read(self, sql: str, args: tuple = ()) -> list[sqlite3.Row]:
         if not self.path.exists():  # reading never creates the file (a journal that is off stays off)
             return []
+        self._after_fork()
         self._sync()
         with self._read_lock:
             if self._reader is None:
@@ -304,12 +315,12 @@ class Journal:
                record.template, _json(record.params, "params"), _json(record.options, "options"), record.answer,
                _json(record.usage, "usage"), record.latency, record.first_token, record.status,
                record.error_class, record.error_message, record.job_id, record.item)
-        if self._writer is None:
+        if self._writer is None or self._pid != os.getpid():
             self._start()
         self._queue.put(row)
 
     def _submit(self, sql: str | None, args: tuple = ()) -> Any:
-        if self._writer is None:
+        if self._writer is None or self._pid != os.getpid():
             self._start()
         op = _Op(sql, args)
         self._queue.put(op)
@@ -336,7 +347,7 @@ class Journal:
         """Remember where an async item's answer will appear (written with the calls, in order)."""
         if not self.enabled:
             return
-        if self._writer is None:
+        if self._writer is None or self._pid != os.getpid():
             self._start()
         s = submission
         self._queue.put(_Op("INSERT OR REPLACE INTO submissions VALUES (?, ?, ?, ?, ?, ?)",

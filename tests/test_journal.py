@@ -319,3 +319,22 @@ def test_session_id_is_the_kernel_id_in_a_real_kernel(tmp_path: Path) -> None:
         mkm.shutdown_all(now=True)
     assert "".join(out) == kernel_id
     assert session_id() == session_id() != kernel_id  # this process: a uuid, stable
+
+
+def test_a_forked_child_writes_through_its_own_writer(journal: Journal, db: Path) -> None:
+    import multiprocessing
+
+    journal.record_call(call(1))
+    journal.flush()
+
+    def in_child() -> None:
+        journal.record_call(call(2))
+        journal.flush()
+        assert [r.prompt for r in journal.history()] == ["prompt 2", "prompt 1"]
+
+    child_process = multiprocessing.get_context("fork").Process(target=in_child)
+    child_process.start()
+    child_process.join(60)
+    assert child_process.exitcode == 0
+    journal.record_call(call(3))
+    assert [r.prompt for r in journal.history()] == ["prompt 3", "prompt 2", "prompt 1"]
