@@ -252,23 +252,32 @@ class Journal:
 
     # -- connections -------------------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        if not self.path.exists():  # prompts can be sensitive: the file (and its -wal, -shm) is the user's only
-            os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
-        conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")
-        if conn.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                for statement in filter(str.strip, SCHEMA.split(";")):
-                    conn.execute(statement)
-                conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-        return conn
+        """A connection to the file (made, with its tables, if new); JournalError if that is impossible."""
+        conn = None
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            if not self.path.exists():  # prompts can be sensitive: the file (and its -wal, -shm) is the user's
+                os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
+            conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            if conn.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    for statement in filter(str.strip, SCHEMA.split(";")):
+                        conn.execute(statement)
+                    conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+                    conn.execute("COMMIT")
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+            return conn
+        except (OSError, sqlite3.Error) as e:
+            if conn is not None:
+                conn.close()
+            raise JournalError(f"The journal {self.path} could not be opened ({e}).",
+                               hint="Set SM_MAGIC_HOME to a writable folder, move a damaged file aside, or "
+                                    "turn the journal off.") from e
 
     def _after_fork(self) -> None:
         """In a forked child the parent's writer thread and connections are not ours: start afresh."""
@@ -305,7 +314,11 @@ class Journal:
 
     # -- writing -------------------------------------------------------------------------------
     def record_call(self, record: CallRecord) -> None:
-        """Queue a finished call; it is committed within milliseconds (see the module docstring)."""
+        """Queue a finished call; it is committed within milliseconds (see the module docstring).
+
+        Raises JournalError only if the file cannot be opened; later write failures are counted in
+        ``dropped`` and reported by :meth:`flush`.
+        """
         if not self.enabled:
             return
         if record.status not in STATUSES:

@@ -338,3 +338,15 @@ def test_a_forked_child_writes_through_its_own_writer(journal: Journal, db: Path
     assert child_process.exitcode == 0
     journal.record_call(call(3))
     assert [r.prompt for r in journal.history()] == ["prompt 3", "prompt 2", "prompt 1"]
+
+
+def test_a_journal_that_cannot_be_opened_says_so(tmp_path: Path) -> None:
+    (tmp_path / "not-a-dir").write_text("a file where the home folder should be")
+    j = Journal(tmp_path / "not-a-dir" / "journal.sqlite3")
+    with pytest.raises(JournalError, match="could not be opened") as raised:
+        j.record_call(call(1))
+    assert "SM_MAGIC_HOME" in raised.value.explain()
+    damaged = tmp_path / "damaged.sqlite3"
+    damaged.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(JournalError, match="could not be opened"):
+        Journal(damaged).record_call(call(1))
