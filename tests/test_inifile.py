@@ -180,3 +180,20 @@ def test_written_files_read_back_the_same_here_and_in_configparser(tmp_path: Pat
     parser = configparser.ConfigParser(interpolation=None)
     parser.read_string(text)
     assert {name: dict(parser[name]) for name in parser.sections()} == sections
+
+
+def test_a_change_that_raises_writes_nothing_and_releases_the_lock(tmp_path: Path) -> None:
+    path = tmp_path / "endpoints.ini"
+    ini = IniFile(path)
+    add(ini, "qa")
+    before = path.read_bytes()
+
+    def broken(sections: dict) -> None:
+        sections.clear()
+        raise ValueError("bad alias")
+
+    with pytest.raises(ValueError, match="bad alias"):
+        ini.update(broken)
+    assert path.read_bytes() == before
+    add(ini, "next")  # the lock was released: this does not hang
+    assert list(ini.read().sections) == ["qa", "next"]
