@@ -1,0 +1,165 @@
+"""``SagemakerEndpointEmbeddings``: a SageMaker embeddings endpoint as a LangChain ``Embeddings``.
+
+Takes langchain-community's constructor arguments (``endpoint_name``, ``region_name``,
+``credentials_profile_name``, ``client``, ``content_handler``, ``model_kwargs``, ``endpoint_kwargs``),
+so code written for ``langchain_community.embeddings.SagemakerEndpointEmbeddings`` runs with only
+its import changed. Unlike that class it sends its batches concurrently (at most
+``max_concurrency`` requests in flight), through sm_magic's call path: one session and one client
+per object, botocore's retries, and sm_magic's errors with their types kept.
+
+Example::
+
+    from sm_magic.embeddings import SagemakerEndpointEmbeddings
+
+    embeddings = SagemakerEndpointEmbeddings(endpoint_name="embed", region_name="us-east-1",
+                                             content_handler="tei-embedding")
+    vectors = embeddings.embed_documents(["first chunk", "second chunk"])
+    query = embeddings.embed_query("what does the first chunk say?")
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from langchain_core.embeddings import Embeddings
+from pydantic import BaseModel, ConfigDict, PrivateAttr
+
+from sm_magic.calls import invoke
+from sm_magic.errors import HandlerError
+from sm_magic.handlers.embeddings import EmbeddingsHandler, embeddings_handler
+from sm_magic.options import InvokeOptions
+from sm_magic.session import Session, SessionSettings
+
+__all__ = ["SagemakerEndpointEmbeddings"]
+
+Progress = Callable[[int, int], None]
+
+
+class SagemakerEndpointEmbeddings(BaseModel, Embeddings):
+    """Embeddings from a SageMaker real-time endpoint (TEI, JumpStart, or any container via a handler)."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    endpoint_name: str = ""
+    """The endpoint to call."""
+    region_name: str | None = None
+    """Its AWS region (default: the profile's or the environment's)."""
+    credentials_profile_name: str | None = None
+    """A profile from ~/.aws/credentials or ~/.aws/config."""
+    client: Any = None
+    """A boto3 ``sagemaker-runtime`` client to use instead of making one."""
+    content_handler: Any = None
+    """``"tei-embedding"`` (default), ``"jumpstart-embedding"``, an sm_magic embeddings handler, or a
+    langchain-community ``EmbeddingsContentHandler``."""
+    model_kwargs: dict[str, Any] | None = None
+    """Extra fields for the request body (passed to the handler)."""
+    endpoint_kwargs: dict[str, Any] | None = None
+    """boto3 ``invoke_endpoint`` arguments: ``CustomAttributes``, ``TargetVariant``, ``InferenceComponentName``..."""
+    batch_size: int | None = None
+    """Texts per request (default: the handler's, 32 for TEI)."""
+    max_concurrency: int = 4
+    """Requests in flight at once in ``embed_documents``."""
+    endpoint_url: str | None = None
+    """Another runtime URL (a local endpoint, a VPC endpoint)."""
+    role_arn: str | None = None
+    """A role to assume for the calls."""
+    config: Any = None
+    """A botocore ``Config`` merged over sm_magic's (timeouts, retries, pool)."""
+    session: Any = None
+    """An sm_magic ``Session`` instead of the fields above."""
+
+    _session: Session | None = PrivateAttr(default=None)
+    _handler: EmbeddingsHandler | None = PrivateAttr(default=None)
+
+    def sm_session(self) -> Session:
+        """One session (and so one client) per object."""
+        if self._session is None:
+            if self.session is not None:
+                self._session = self.session
+            else:
+                settings = SessionSettings(profile=self.credentials_profile_name, region=self.region_name,
+                                           endpoint_url=self.endpoint_url, role_arn=self.role_arn,
+                                           botocore_config=self.config)
+                self._session = Session(settings, client=self.client)
+        return self._session
+
+    def handler(self) -> EmbeddingsHandler:
+        if self._handler is None:
+            self._handler = embeddings_handler(self.content_handler)
+        return self._handler
+
+    @property
+    def identity(self) -> str:
+        """What decides the vectors: endpoint, region, runtime URL, handler, invoke arguments, model kwargs.
+
+        Vectors from two identities are never mixed (the on-disk index keys on this).
+        """
+        settings = self.sm_session().settings
+        parts = {"endpoint": self.endpoint_name, "region": self.sm_session().region, "url": settings.endpoint_url,
+                 "handler": self.handler().name, "endpoint_kwargs": self.endpoint_kwargs or {},
+                 "model_kwargs": self.model_kwargs or {}}
+        digest = hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        return f"{self.endpoint_name}:{digest}"
+
+    def _options(self) -> Any:
+        return InvokeOptions.from_boto(self.endpoint_kwargs or {})
+
+    def _embed_batch(self, texts: list[str]) -> list[list[float]]:
+        result = invoke(self.sm_session(), self.endpoint_name, texts, self.handler(), dict(self.model_kwargs or {}),
+                        self._options())
+        vectors = result.data
+        if not isinstance(vectors, list) or len(vectors) != len(texts):
+            got = len(vectors) if isinstance(vectors, list) else 0
+            raise HandlerError(f"sent {len(texts)} texts, got {got} vectors back.", handler=self.handler().name,
+                               body=result.body, endpoint=self.endpoint_name)
+        return vectors
+
+    def embed_documents(self, texts: list[str], chunk_size: int | None = None,
+                        progress: Progress | None = None) -> list[list[float]]:
+        """One vector per text, in order: ``chunk_size`` (or ``batch_size``) texts per request, concurrently.
+
+        ``progress(done, total)`` is called after each request with the texts embedded so far.
+        """
+        texts = list(texts)
+        if not texts:
+            return []
+        size = chunk_size or self.batch_size or self.handler().batch_size
+        if size < 1 or self.max_concurrency < 1:
+            raise ValueError("batch size and max_concurrency must be at least 1")
+        batches = [texts[i:i + size] for i in range(0, len(texts), size)]
+        if len(batches) == 1 or self.max_concurrency == 1:
+            out: list[list[float]] = []
+            for batch in batches:
+                out += self._embed_batch(batch)
+                if progress:
+                    progress(len(out), len(texts))
+            return out
+        done = 0
+        with ThreadPoolExecutor(max_workers=min(self.max_concurrency, len(batches))) as pool:
+            futures = [pool.submit(self._embed_batch, b) for b in batches]
+            try:
+                results = []
+                for future in futures:
+                    results.append(future.result())
+                    done += len(results[-1])
+                    if progress:
+                        progress(done, len(texts))
+            except BaseException:
+                for future in futures:
+                    future.cancel()
+                raise
+        return [v for batch in results for v in batch]
+
+    def embed_query(self, text: str) -> list[float]:
+        return self._embed_batch([text])[0]
+
+    async def aembed_documents(self, texts: list[str]) -> list[list[float]]:
+        return await asyncio.to_thread(self.embed_documents, texts)
+
+    async def aembed_query(self, text: str) -> list[float]:
+        return await asyncio.to_thread(self.embed_query, text)
