@@ -3,8 +3,9 @@
 Writing is cheap for the caller: :meth:`Journal.record_call` turns the record into a row and puts it
 on a queue; one writer thread per journal (per process) drains the queue and commits what has arrived
 in one transaction (group commit; it waits :data:`COMMIT_DELAY` after the first row so that rows
-finishing together share a commit). One connection per thread committing each call was measured too:
-several times the cost per call, since the file's write lock serialises the threads (see bench/).
+finishing together share a commit). Measured on 2 cores: ~7 µs in the caller, ~18-28 µs of CPU per call
+with the writer's share. One connection per thread committing each call was measured too: 44-78 µs
+per call, since the file's write lock serialises the threads (bench/journal.py compares them).
 
 Durability: with ``synchronous=NORMAL`` in WAL mode a committed row survives the process being
 killed (not a power cut). A ``kill -9`` loses only the calls recorded since the last commit: in time,
