@@ -113,7 +113,28 @@ class JumpStartEmbedding(EmbeddingContainer):
         return json.dumps({"embedding": vectors[0] if single else vectors}).encode()
 
 
+class CustomEmbedding(EmbeddingContainer):
+    """The Hugging Face inference toolkit with the custom ``inference.py`` of LangChain's SageMaker
+    embeddings guide: ``{"inputs": [texts]}`` → ``{"vectors": [[floats], ...]}``."""
+
+    name = "custom-embedding"
+    image = f"{ECR}/huggingface-pytorch-inference:2.1.0-transformers4.37.0-cpu-py310-ubuntu22.04"
+    model_name = "huggingface-pytorch-inference-all-minilm-l6-v2"
+
+    def parse(self, body: bytes, headers: dict[str, str]) -> Generation:
+        data = _json(body)
+        inputs = data.get("inputs") if isinstance(data, dict) else None
+        texts = [inputs] if isinstance(inputs, str) else inputs
+        if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
+            raise ContainerError(400, "Expected {'inputs': [str, ...]}")
+        return _request(texts)
+
+    def response(self, gen: Generation, text: str, usage: Usage, finish: str) -> bytes:
+        return json.dumps({"vectors": self.vectors(gen)}).encode()
+
+
 EMBEDDING_CONTAINERS: dict[str, Container] = {
     "tei-embedding": TEIEmbedding(),
     "jumpstart-embedding": JumpStartEmbedding(),
+    "custom-embedding": CustomEmbedding(),
 }
