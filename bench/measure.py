@@ -23,8 +23,8 @@ import boto3
 from botocore.config import Config
 
 from sm_magic.batch import run_batch
-from sm_magic.handlers.registry import Registry
 from sm_magic.calls import invoke, stream
+from sm_magic.handlers.registry import Registry
 from sm_magic.llm import SagemakerEndpoint
 from sm_magic.local import EndpointSpec, LocalEndpoint, ServerConfig
 from sm_magic.local.backends import model_available

@@ -28,6 +28,8 @@ _LAZY = {
     "Document": "sm_magic.chains",
     "run_batch": "sm_magic.batch",
     "BatchResult": "sm_magic.batch",
+    "SageMaker": "sm_magic.resolve",
+    "Runner": "sm_magic.runner",
     "LocalEndpoint": "sm_magic.local.server",
 }
 
@@ -35,15 +37,17 @@ __all__ = [*_LAZY, "load_ipython_extension", "unload_ipython_extension"]
 
 if TYPE_CHECKING:
     from sm_magic.batch import BatchResult, run_batch
+    from sm_magic.calls import invoke, stream
     from sm_magic.chains import Document, load_qa_chain
     from sm_magic.handlers.base import ContentHandler, LLMContentHandler
     from sm_magic.handlers.presets import JSONTemplate
     from sm_magic.handlers.registry import Registry
-    from sm_magic.calls import invoke, stream
     from sm_magic.llm import ChatSagemakerEndpoint, SagemakerEndpoint
     from sm_magic.local.server import LocalEndpoint
     from sm_magic.options import InvokeOptions
+    from sm_magic.resolve import SageMaker
     from sm_magic.result import Result
+    from sm_magic.runner import Runner
     from sm_magic.session import Session, SessionSettings
 
 
@@ -53,6 +57,10 @@ def __getattr__(name: str) -> Any:
         globals()[name] = value
         return value
     raise AttributeError(f"module 'sm_magic' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
 
 
 def load_ipython_extension(ipython: Any) -> None:

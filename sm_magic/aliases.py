@@ -5,65 +5,69 @@
     region = us-west-2
     handler = tgi
     temperature = 0.2
+
+Keys and their types come from the parameter table (:data:`~sm_magic.params.ALIAS_PARAMS`).
 """
 
 from __future__ import annotations
 
 import configparser
-import json
 import os
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from sm_magic.errors import ConfigError
-
-DEFAULT_PATH = Path("~/.sm_magic/endpoints.ini")
-PARAMS = ("temperature", "max_new_tokens", "top_p", "stop", "seed")
+from sm_magic.params import ALIAS_PARAMS, SESSION, lookup
 
 
 def default_path() -> Path:
-    return Path(os.environ.get("SM_MAGIC_ENDPOINTS", DEFAULT_PATH)).expanduser()
+    home = Path(os.environ.get("SM_MAGIC_HOME", "~/.sm_magic")).expanduser()
+    return Path(os.environ.get("SM_MAGIC_ENDPOINTS", home / "endpoints.ini")).expanduser()
 
 
 @dataclass
 class Alias:
+    """A name for an endpoint with the settings that go with it (parameter name → value)."""
+
     name: str
     endpoint: str
-    profile: str | None = None
-    region: str | None = None
-    role_arn: str | None = None
-    endpoint_url: str | None = None
-    handler: str | None = None
-    inference_component: str | None = None
-    target_variant: str | None = None
-    custom_attributes: str | None = None
-    context_tokens: int | None = None
-    params: dict[str, Any] = field(default_factory=dict)
+    values: dict[str, Any] = field(default_factory=dict)
 
     def session_changes(self) -> dict[str, Any]:
-        changes = {k: getattr(self, k) for k in ("profile", "region", "role_arn", "endpoint_url") if getattr(self, k)}
-        if self.endpoint_url:
-            changes["control_endpoint_url"] = self.endpoint_url
+        changes = {p.name: self.values[p.name] for p in ALIAS_PARAMS
+                   if p.section == SESSION and self.values.get(p.name)}
+        if changes.get("endpoint_url"):
+            changes["control_endpoint_url"] = changes["endpoint_url"]
         return changes
 
+    @classmethod
+    def from_section(cls, name: str, section: dict[str, str], where: str) -> Alias:
+        if "endpoint" not in section:
+            raise ConfigError(f"{where}: alias [{name}] has no 'endpoint ='.")
+        values = {}
+        for key, text in section.items():
+            if key == "endpoint":
+                continue
+            try:
+                param = lookup(key, ALIAS_PARAMS, f"key in alias [{name}]")
+                values[param.name] = param.parse(text)
+            except ConfigError as e:
+                raise ConfigError(f"{where}: {e.message}") from None
+        return cls(name, section["endpoint"], values)
 
-def _coerce(key: str, text: str) -> Any:
-    if key in ("max_new_tokens", "seed", "context_tokens"):
-        return int(text)
-    if key in ("temperature", "top_p"):
-        return float(text)
-    if key == "stop":
-        return json.loads(text) if text.startswith("[") else [text]
-    if key == "model_kwargs":
-        return json.loads(text)
-    return text
+    def to_section(self) -> dict[str, str]:
+        section = {"endpoint": self.endpoint}
+        for param in ALIAS_PARAMS:
+            if self.values.get(param.name) not in (None, "", [], {}):
+                section[param.name] = param.format(self.values[param.name])
+        return section
 
 
 class AliasStore:
     """Reads and writes aliases; the file is read when the store is made and on :meth:`reload`."""
 
-    def __init__(self, path: Path | None = None):
+    def __init__(self, path: Path | str | None = None):
         self.path = Path(path).expanduser() if path else default_path()
         self._aliases: dict[str, Alias] = {}
         self.reload()
@@ -75,38 +79,13 @@ class AliasStore:
                 parser.read(self.path)
             except configparser.Error as e:
                 raise ConfigError(f"{self.path} is not a valid INI file: {e}") from None
-        self._aliases = {}
-        own = {f.name for f in fields(Alias)} - {"name", "params"}
-        for name in parser.sections():
-            section = dict(parser[name])
-            if "endpoint" not in section:
-                raise ConfigError(f"{self.path}: alias [{name}] has no 'endpoint ='.")
-            values: dict[str, Any] = {"params": {}}
-            for key, text in section.items():
-                try:
-                    value = _coerce(key, text)
-                except ValueError as e:
-                    raise ConfigError(f"{self.path}: [{name}] {key} = {text!r} is not valid ({e}).") from None
-                if key in own:
-                    values[key] = value
-                elif key == "model_kwargs":
-                    values["params"].update(value)
-                else:
-                    values["params"][key] = value
-            self._aliases[name] = Alias(name=name, **values)
+        self._aliases = {name: Alias.from_section(name, dict(parser[name]), str(self.path))
+                         for name in parser.sections()}
 
     def _write(self) -> None:
         parser = configparser.ConfigParser(interpolation=None)
         for alias in self._aliases.values():
-            section: dict[str, str] = {}
-            for f in fields(Alias):
-                value = getattr(alias, f.name)
-                if f.name in ("name", "params") or value in (None, ""):
-                    continue
-                section[f.name] = str(value)
-            for key, value in alias.params.items():
-                section[key] = json.dumps(value) if isinstance(value, list | dict) else str(value)
-            parser[alias.name] = section
+            parser[alias.name] = alias.to_section()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("w") as fh:
             parser.write(fh)
@@ -125,7 +104,7 @@ class AliasStore:
         return self._aliases.get(name)
 
     def __iter__(self):
-        return iter(self._aliases.values())
+        return iter(list(self._aliases.values()))
 
     def __len__(self) -> int:
         return len(self._aliases)

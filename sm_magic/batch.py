@@ -1,22 +1,29 @@
-"""Many calls with bounded concurrency: results in input order, failures kept per item.
+"""Many calls with bounded, adaptive concurrency: results in input order, failures kept per item.
 
-Ctrl-C stops issuing new calls; calls already running finish into their slots. Throttling is
-absorbed by botocore's adaptive retry (the client slows down); what still fails is recorded
-and can be re-run with :meth:`BatchResult.retry`.
+Work is submitted through a window (never more than the current limit in flight, so 100,000 items
+cost no more bookkeeping than 100), each completion is O(1), and the limit adapts to the endpoint's
+capacity: a throttled call halves it (at most once per round trip) and is queued again; successes
+raise it back by one per round, up to the requested concurrency (AIMD, as TCP does). Ctrl-C stops
+issuing new calls; what finished is kept and can be re-run with :meth:`BatchResult.retry`.
 """
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+import queue
+import random
+import time
+from collections import ChainMap, deque
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from sm_magic.errors import SageMakerError, translate
+from sm_magic.errors import ConfigError, SageMakerError, Throttled, translate
 from sm_magic.result import Result
 
 PREVIEW_ROWS = 20
+THROTTLE_RETRIES = 30  # per item, before a throttled item counts as failed
+DECREASE = 0.75  # the limit's factor on throttling
 
 
 @dataclass
@@ -34,20 +41,53 @@ class ItemError:
 Outcome = Result | ItemError | None  # None: not run (interrupted before it started)
 
 
+class Limiter:
+    """Additive-increase, multiplicative-decrease limit on calls in flight."""
+
+    def __init__(self, ceiling: int):
+        self.ceiling = max(1, ceiling)
+        self.limit = float(self.ceiling)
+        self.throttles = 0
+        self.lowest = self.ceiling
+        self._last_cut = 0.0
+
+    @property
+    def allowed(self) -> int:
+        return max(1, int(self.limit))
+
+    def success(self) -> None:
+        if self.limit < self.ceiling:
+            self.limit = min(self.ceiling, self.limit + 1 / self.limit)
+
+    def throttled(self, round_trip: float) -> None:
+        """Cut once per round trip: the calls already in flight were sent at the old limit."""
+        self.throttles += 1
+        now = time.monotonic()
+        if now - self._last_cut >= round_trip:
+            self.limit = max(1.0, self.limit * DECREASE)
+            self.lowest = min(self.lowest, self.allowed)
+            self._last_cut = now
+
+
 class BatchResult(Sequence[Outcome]):
     """The outcomes of a batch, in input order. ``texts`` has None where an item failed."""
 
     def __init__(self, items: list[Any], run_one: Callable[[Any], Result], concurrency: int,
-                 progress: bool = True, label: str = "sagemaker"):
+                 progress: bool = True, label: str = "sagemaker",
+                 on_result: Callable[[int, Outcome], None] | None = None):
         self.items = items
         self.outcomes: list[Outcome] = [None] * len(items)
         self.run_one = run_one
         self.concurrency = max(1, concurrency)
         self.progress = progress
         self.label = label
+        self.on_result = on_result
         self.interrupted = False
         self.elapsed = 0.0
-        self._lock = threading.Lock()
+        self.job_id: str | None = None
+        self.resumed = 0  # items loaded from the journal instead of called
+        self.limiter = Limiter(self.concurrency)
+        self._ok = self._failed = 0
 
     # -- Sequence ----------------------------------------------------------------------------
     def __getitem__(self, index: int) -> Outcome:  # type: ignore[override]
@@ -72,40 +112,67 @@ class BatchResult(Sequence[Outcome]):
     def texts(self) -> list[str | None]:
         return [o.text if isinstance(o, Result) else None for o in self.outcomes]
 
+    @property
+    def partial(self) -> bool:
+        return self._ok < len(self.outcomes)
+
     # -- running -----------------------------------------------------------------------------
-    def _settle(self, index: int, future: Future) -> None:
-        error = future.exception() if not future.cancelled() else None
-        if future.cancelled():
-            return
-        if error is None:
-            outcome: Outcome = future.result()
-        else:
-            wrapped = error if isinstance(error, SageMakerError) else translate(error)
-            outcome = ItemError(index, self.items[index], wrapped)
-        with self._lock:
-            self.outcomes[index] = outcome
+    def _call(self, index: int, done: queue.SimpleQueue) -> None:
+        from sm_magic.session import throttles_surface
+
+        try:
+            with throttles_surface():  # the limiter, not botocore's backoff, answers throttling here
+                outcome: Any = self.run_one(self.items[index])
+        except SageMakerError as e:
+            outcome = e
+        except Exception as e:
+            outcome = translate(e)
+        done.put((index, outcome))
 
     def run(self, indices: list[int] | None = None) -> BatchResult:
-        """Run the given items (default: all); returns self.
-
-        Every item is queued at once and idle workers take the next one themselves (no hand-off
-        through this thread); Ctrl-C cancels what has not started.
-        """
-        import time
-
+        """Run the given items (default: every item not finished yet); returns self."""
         from tqdm.auto import tqdm
 
-        todo = list(range(len(self.items))) if indices is None else indices
+        todo: deque[int] = deque(range(len(self.items)) if indices is None else indices)
+        retries: dict[int, int] = {}
+        waiting: list[tuple[float, int]] = []  # throttled items: (not before, index)
         self.interrupted = False
         start = time.perf_counter()
         bar = tqdm(total=len(todo), desc=self.label, disable=not self.progress or not todo, leave=True)
+        done: queue.SimpleQueue = queue.SimpleQueue()
         pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="sm-magic-batch")
+        in_flight = 0
+        round_trip = 0.05
         try:
-            futures = [self._submit(pool, index) for index in todo]
-            for _ in as_completed(futures):
+            while todo or waiting or in_flight:
+                now = time.monotonic()
+                while waiting and waiting[0][0] <= now:
+                    todo.appendleft(waiting.pop(0)[1])
+                while todo and in_flight < self.limiter.allowed:
+                    pool.submit(self._call, todo.popleft(), done)
+                    in_flight += 1
+                if not in_flight:
+                    time.sleep(max(0.0, min(w for w, _ in waiting) - now) if waiting else 0.0)
+                    continue
+                index, outcome = done.get()
+                in_flight -= 1
+                if isinstance(outcome, Throttled) and retries.get(index, 0) < THROTTLE_RETRIES:
+                    retries[index] = retries.get(index, 0) + 1
+                    self.limiter.throttled(round_trip)
+                    delay = min(1.0, 0.02 * 2 ** min(retries[index], 6)) * (0.5 + random.random())
+                    waiting.append((time.monotonic() + delay, index))
+                    waiting.sort()
+                    continue
+                if isinstance(outcome, Result):
+                    self.limiter.success()
+                    round_trip = 0.8 * round_trip + 0.2 * outcome.latency
+                    self._ok += 1
+                else:
+                    outcome = ItemError(index, self.items[index], outcome)
+                    self._failed += 1
+                    bar.set_postfix(failed=self._failed, refresh=False)
+                self._settle(index, outcome)
                 bar.update(1)
-                if self.failed:
-                    bar.set_postfix(failed=len(self.failed), refresh=False)
         except KeyboardInterrupt:
             self.interrupted = True
         finally:
@@ -114,27 +181,41 @@ class BatchResult(Sequence[Outcome]):
             self.elapsed = time.perf_counter() - start
         return self
 
-    def _submit(self, pool: ThreadPoolExecutor, index: int) -> Future:
-        future = pool.submit(self.run_one, self.items[index])
-        future.add_done_callback(lambda f, i=index: self._settle(i, f))
-        return future
+    def _settle(self, index: int, outcome: Outcome) -> None:
+        self.outcomes[index] = outcome
+        if self.on_result is not None:
+            self.on_result(index, outcome)
+
+    def load(self, index: int, result: Result) -> None:
+        """A result finished earlier (resume): kept without calling the endpoint."""
+        self.outcomes[index] = result
+        self._ok += 1
+        self.resumed += 1
 
     def retry(self, concurrency: int | None = None) -> BatchResult:
         """Re-run the failed and never-run items only; finished results are kept."""
         if concurrency:
             self.concurrency = concurrency
+            self.limiter = Limiter(concurrency)
         todo = [i for i, o in enumerate(self.outcomes) if not isinstance(o, Result)]
+        self._failed -= sum(1 for i in todo if self.outcomes[i] is not None)
         return self.run(todo)
 
     # -- display -------------------------------------------------------------------------------
     def summary(self) -> str:
-        parts = [f"{len(self.ok)}/{len(self)} ok"]
-        if self.failed:
-            parts.append(f"{len(self.failed)} failed")
-        if self.pending:
-            parts.append(f"{len(self.pending)} not run")
+        total = len(self)
+        parts = [f"{self._ok}/{total} ok"]
+        if self._failed:
+            parts.append(f"{self._failed} failed")
+        missing = total - self._ok - self._failed
+        if missing:
+            parts.append(f"{missing} not run" + (" (interrupted)" if self.interrupted else ""))
+        if self.resumed:
+            parts.append(f"{self.resumed} from the journal")
         parts.append(f"{self.elapsed:.2f} s at concurrency {self.concurrency}")
-        if self.failed or self.pending:
+        if self.limiter.throttles:
+            parts.append(f"throttled {self.limiter.throttles}× (limit went down to {self.limiter.lowest})")
+        if self._failed or missing:
             parts.append("re-run the rest with `.retry()` or `%sagemaker retry VAR`")
         return " · ".join(parts)
 
@@ -152,17 +233,64 @@ class BatchResult(Sequence[Outcome]):
         return rows
 
     def _repr_markdown_(self) -> str:
-        from sm_magic.display import Table
+        from sm_magic.table import Table
 
         table = Table(self.rows())._repr_markdown_()
         more = f"\n\n… {len(self) - PREVIEW_ROWS} more" if len(self) > PREVIEW_ROWS else ""
-        return f"**Batch**: {self.summary()}\n\n{table}{more}"
+        warn = "⚠ " if self.partial else ""
+        return f"{warn}**Batch**: {self.summary()}\n\n{table}{more}"
 
     def __repr__(self) -> str:
-        return f"<BatchResult {self.summary()}>"
+        from sm_magic.table import Table
+
+        more = f"\n… {len(self) - PREVIEW_ROWS} more (all answers: .texts)" if len(self) > PREVIEW_ROWS else ""
+        return f"Batch: {self.summary()}\n{Table(self.rows())!r}{more}"
 
 
 def run_batch(run_one: Callable[[Any], Result], items: list[Any], concurrency: int,
               progress: bool = True, label: str = "sagemaker") -> BatchResult:
     """Run ``run_one`` over ``items`` with at most ``concurrency`` calls in flight."""
     return BatchResult(list(items), run_one, concurrency, progress, label).run()
+
+
+# -- building the prompts -----------------------------------------------------------------------------
+def as_records(items: Any) -> list[Any]:
+    """A list, tuple, pandas Series/DataFrame (rows as dicts) or another sequence, as a list."""
+    if hasattr(items, "to_dict") and hasattr(items, "columns"):
+        return items.to_dict("records")
+    if hasattr(items, "tolist"):
+        return items.tolist()
+    if isinstance(items, str | bytes | Mapping) or not isinstance(items, Sequence | Iterator | set | frozenset):
+        kind = type(items).__name__
+        hint = " (for a dict, pass list(d.values()) or list(d.items()))" if isinstance(items, Mapping) else ""
+        raise ConfigError(f"--batch needs a list, tuple, Series or DataFrame of items, not a {kind}{hint}.")
+    return list(items)
+
+
+def batch_prompts(template: str, items: Any, namespace: Mapping[str, Any], column: str | None = None) -> list[str]:
+    """The cell template filled once per item: ``{text}`` is the item (or its ``column``), ``{item}`` the
+    item, and a record's own fields by name."""
+    from sm_magic.interpolate import InterpolationError, field_names, interpolate
+
+    records = as_records(items)
+    names = set(field_names(template))
+    first = records[0] if records else None
+    item_fields = {"text", "item", *(first.keys() if isinstance(first, Mapping) else ())}
+    if records and not names & item_fields:
+        raise ConfigError("The cell does not use the item: every call would send the same prompt. Write {text} "
+                          "where each item goes (or {item}, or a record's field such as {question}).")
+    prompts = []
+    for i, item in enumerate(records):
+        if column is not None:
+            if not isinstance(item, Mapping) or column not in item:
+                raise ConfigError(f"Batch item {i} has no field '{column}'.")
+            value = item[column]
+        else:
+            value = item
+        fields = item if isinstance(item, Mapping) else {}
+        try:
+            prompts.append(interpolate(template, ChainMap({"text": value, "item": item}, fields, namespace)))
+        except InterpolationError as e:
+            raise InterpolationError(f"Batch item {i}: {e.message}") from None
+    return prompts
+

@@ -25,6 +25,7 @@ class QAChain(RunnableSerializable[dict, dict]):
     context_tokens: int = 2048
     max_new_tokens: int = 256
     max_concurrency: int = 8
+    allow_partial: bool = False  # True: an answer from fewer chunks than planned (it says so) instead of an error
 
     def _ask(self, prompt: str) -> Result:
         if hasattr(self.llm, "invoke_result"):
@@ -42,11 +43,13 @@ class QAChain(RunnableSerializable[dict, dict]):
         try:
             result = answer(str(input["question"]), input["input_documents"], self._ask, self._ask_many,
                             template=self.prompt, mode=CHAIN_TYPES[self.chain_type],
-                            context_tokens=self.context_tokens, max_new_tokens=self.max_new_tokens)
+                            context_tokens=self.context_tokens, max_new_tokens=self.max_new_tokens,
+                            allow_partial=self.allow_partial)
         except KeyError as e:
             raise ConfigError(f"The chain needs 'input_documents' and 'question' (missing {e}).") from None
         failures = result.data.get("map_failures", []) if isinstance(result.data, dict) else []
-        return {"output_text": result.text, "sources": result.sources, "map_failures": failures}
+        return {"output_text": result.text, "sources": result.sources, "map_failures": failures,
+                "partial": result.partial}
 
     def __call__(self, inputs: dict, return_only_outputs: bool = False) -> dict:
         out = self.invoke(inputs)

@@ -1,9 +1,13 @@
-"""Rendering for notebooks: live streamed text, tables, dry runs. No AWS or parsing logic here."""
+"""Rendering: live streamed text, tables, preformatted blocks. No AWS or parsing logic here.
+
+In Jupyter a streamed answer is one display that is updated (paced, so the cost stays linear); in a
+terminal (no rich frontend) only the new text is printed, as ``print(chunk, end="")`` would.
+"""
 
 from __future__ import annotations
 
+import sys
 import time
-from collections.abc import Iterable
 from typing import Any
 
 from sm_magic.result import Result
@@ -29,77 +33,71 @@ class Pacer:
         return False
 
 
+def rich_frontend() -> bool:
+    """True where rich output renders (a Jupyter kernel); False in terminal IPython or plain Python.
+
+    Terminal IPython formats ``text/plain`` only; a kernel sends every format to its frontend."""
+    from IPython import get_ipython
+
+    shell = get_ipython()
+    return shell is not None and "text/markdown" in shell.display_formatter.active_types
+
+
 class LiveText:
-    """One display that grows as chunks arrive (display id updates, paced by :class:`Pacer`)."""
+    """A streamed answer as it arrives: an updated display in Jupyter, appended text in a terminal.
 
-    def __init__(self, pacer: Pacer | None = None):
-        from IPython.display import display
+    Nothing is shown until the first chunk. ``rich=None`` asks :func:`rich_frontend`.
+    """
 
+    def __init__(self, pacer: Pacer | None = None, rich: bool | None = None):
         self.pacer = pacer or Pacer()
+        self.rich = rich_frontend() if rich is None else rich
         self.chunks: list[str] = []
         self.length = 0
         self.updates = 0
-        self.handle = display({"text/plain": "…", "text/markdown": "…"}, raw=True, display_id=True)
+        self.handle: Any = None
 
     def add(self, chunk: str) -> None:
         self.chunks.append(chunk)
         self.length += len(chunk)
-        if self.pacer.due(self.length):
+        if not self.rich:
+            sys.stdout.write(chunk)
+            sys.stdout.flush()
+        elif self.pacer.due(self.length):
             self._show("".join(self.chunks) + " ▌")
 
+    def stopped(self) -> bool:
+        return False
+
     def _show(self, text: str) -> None:
+        from IPython.display import display
+
         self.updates += 1
-        if self.handle is not None:
-            self.handle.update({"text/plain": text, "text/markdown": text}, raw=True)
+        data = {"text/plain": text, "text/markdown": text}
+        if self.handle is None:
+            self.handle = display(data, raw=True, display_id=True)
+        else:
+            self.handle.update(data, raw=True)
 
     def finish(self, result: Result) -> None:
-        """Replace the growing text with the rendered result (answer and footer)."""
+        """Jupyter: the growing text becomes the rendered result. Terminal: end the line, show the footer."""
+        if not self.rich:
+            if self.chunks:
+                sys.stdout.write("\n")
+            sys.stdout.write(f"[{result.footer().replace('`', '')}]\n")
+            return
         self.updates += 1
-        if self.handle is not None:
-            data, metadata = result._repr_mimebundle_()
+        data, metadata = result._repr_mimebundle_()
+        if self.handle is None:
+            from IPython.display import display
+
+            display(data, metadata=metadata, raw=True)
+        else:
             self.handle.update(data, metadata=metadata, raw=True)
 
 
-class Table:
-    """Rows of dicts, shown as a Markdown table in notebooks and aligned text in terminals."""
-
-    def __init__(self, rows: Iterable[dict[str, Any]], title: str = "", empty: str = "(none)"):
-        self.rows = list(rows)
-        self.title = title
-        self.empty = empty
-
-    def columns(self) -> list[str]:
-        cols: list[str] = []
-        for row in self.rows:
-            cols += [c for c in row if c not in cols]
-        return cols
-
-    @staticmethod
-    def _cell(value: Any) -> str:
-        return "" if value is None else str(value).replace("|", "\\|").replace("\n", " ")
-
-    def _repr_markdown_(self) -> str:
-        head = f"**{self.title}**\n\n" if self.title else ""
-        if not self.rows:
-            return head + self.empty
-        cols = self.columns()
-        lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-        lines += ["| " + " | ".join(self._cell(r.get(c)) for c in cols) + " |" for r in self.rows]
-        return head + "\n".join(lines)
-
-    def __repr__(self) -> str:
-        head = f"{self.title}\n" if self.title else ""
-        if not self.rows:
-            return head + self.empty
-        cols = self.columns()
-        widths = {c: max(len(c), *(len(self._cell(r.get(c))) for r in self.rows)) for c in cols}
-        lines = ["  ".join(c.ljust(widths[c]) for c in cols)]
-        lines += ["  ".join(self._cell(r.get(c)).ljust(widths[c]) for c in cols) for r in self.rows]
-        return head + "\n".join(line.rstrip() for line in lines)
-
-
-class Text:
-    """Preformatted text (dry runs, session details) shown as a code block in notebooks."""
+class Preformatted:
+    """Preformatted text (dry runs, help) shown as a code block in notebooks."""
 
     def __init__(self, text: str, title: str = ""):
         self.text = text

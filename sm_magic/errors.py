@@ -118,6 +118,16 @@ class StreamError(SageMakerError):
         self.partial = partial
 
 
+class PartialAnswer(SageMakerError):
+    """An answer would be built from fewer chunks than planned (QA map calls failed)."""
+
+    def __init__(self, message: str, *, endpoint: str | None = None, hint: str = "", result: object = None,
+                 failures: list[str] | None = None):
+        super().__init__(message, endpoint=endpoint, hint=hint)
+        self.result = result  # the partial answer, for those who want it anyway
+        self.failures = failures or []
+
+
 class HandlerError(SageMakerError):
     """A content handler could not encode the request or decode the answer."""
 

@@ -17,9 +17,9 @@ from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResu
 from langchain_core.runnables import Runnable
 from pydantic import BaseModel, ConfigDict, PrivateAttr
 
+from sm_magic.calls import invoke, stream
 from sm_magic.handlers.base import ContentHandler, LLMContentHandler, adapt
 from sm_magic.handlers.presets import PRESETS
-from sm_magic.calls import invoke, stream
 from sm_magic.options import InvokeOptions
 from sm_magic.result import Result
 from sm_magic.session import Session, SessionSettings

@@ -1,64 +1,60 @@
-"""SageMaker's per-call invoke headers, as one record (boto3 parameter names and HTTP headers)."""
+"""SageMaker's per-call invoke headers as one record, generated from the parameter table."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import field, fields, make_dataclass
 from typing import Any
 
 from sm_magic.errors import ConfigError
+from sm_magic.params import INVOKE_PARAMS
 
-# option → (boto3 parameter, HTTP header, allowed when streaming)
-_HEADERS: dict[str, tuple[str, str, bool]] = {
-    "custom_attributes": ("CustomAttributes", "X-Amzn-SageMaker-Custom-Attributes", True),
-    "inference_component": ("InferenceComponentName", "X-Amzn-SageMaker-Inference-Component", True),
-    "target_variant": ("TargetVariant", "X-Amzn-SageMaker-Target-Variant", True),
-    "target_model": ("TargetModel", "X-Amzn-SageMaker-Target-Model", False),
-    "target_container_hostname": ("TargetContainerHostname", "X-Amzn-SageMaker-Target-Container-Hostname", True),
-    "inference_id": ("InferenceId", "X-Amzn-SageMaker-Inference-Id", True),
-    "session_id": ("SessionId", "X-Amzn-SageMaker-Session-Id", True),
-    "enable_explanations": ("EnableExplanations", "X-Amzn-SageMaker-Enable-Explanations", False),
-}
+_BY_BOTO = {p.boto: p for p in INVOKE_PARAMS}
 
 
-@dataclass
-class InvokeOptions:
-    """SageMaker's per-call routing and metadata headers."""
-
-    custom_attributes: str | None = None
-    inference_component: str | None = None
-    target_variant: str | None = None
-    target_model: str | None = None
-    target_container_hostname: str | None = None
-    inference_id: str | None = None
-    session_id: str | None = None
-    enable_explanations: str | None = None
+class _InvokeHeaders:
+    """Methods of :data:`InvokeOptions` (its fields are the table's invoke parameters)."""
 
     @classmethod
-    def from_boto(cls, kwargs: dict[str, Any]) -> InvokeOptions:
+    def from_boto(cls, kwargs: dict[str, Any]) -> Any:
         """From boto3 parameter names (LangChain's ``endpoint_kwargs``)."""
-        by_param = {param: option for option, (param, _, _) in _HEADERS.items()}
-        unknown = set(kwargs) - set(by_param)
+        unknown = set(kwargs) - set(_BY_BOTO)
         if unknown:
             raise ConfigError(f"Unknown invoke parameter(s): {', '.join(sorted(unknown))}. "
-                              f"Known: {', '.join(sorted(by_param))}.")
-        return cls(**{by_param[k]: v for k, v in kwargs.items()})
+                              f"Known: {', '.join(sorted(_BY_BOTO))}.")
+        return cls(**{_BY_BOTO[k].name: v for k, v in kwargs.items()})
 
-    def merged(self, other: InvokeOptions) -> InvokeOptions:
+    @classmethod
+    def from_values(cls, values: dict[str, Any]) -> Any:
+        """The invoke options among a dict of parameter values."""
+        return cls(**{p.name: values[p.name] for p in INVOKE_PARAMS if values.get(p.name)})
+
+    def merged(self, other: Any) -> Any:
         """These options, with ``other``'s set values taking precedence."""
-        return InvokeOptions(**{f.name: getattr(other, f.name) or getattr(self, f.name) for f in fields(self)})
+        return type(self)(**{f.name: getattr(other, f.name) or getattr(self, f.name) for f in fields(self)})
+
+    def set(self) -> dict[str, str]:
+        """The options that have a value."""
+        return {p.name: getattr(self, p.name) for p in INVOKE_PARAMS if getattr(self, p.name)}
 
     def headers(self, stream: bool) -> dict[str, str]:
-        return {header: str(getattr(self, option)) for option, (_, header, ok) in _HEADERS.items()
-                if getattr(self, option) and (ok or not stream)}
+        return {p.header: str(getattr(self, p.name)) for p in INVOKE_PARAMS
+                if getattr(self, p.name) and (p.streams or not stream)}
 
     def boto_kwargs(self, stream: bool) -> dict[str, str]:
         out = {}
-        for option, (param, _, ok) in _HEADERS.items():
-            value = getattr(self, option)
+        for p in INVOKE_PARAMS:
+            value = getattr(self, p.name)
             if not value:
                 continue
-            if stream and not ok:
-                raise ConfigError(f"--{option.replace('_', '-')} cannot be used when streaming "
+            if stream and not p.streams:
+                raise ConfigError(f"{p.option} cannot be used when streaming "
                                   "(InvokeEndpointWithResponseStream has no such parameter).")
-            out[param] = str(value)
+            out[p.boto] = str(value)
         return out
+
+
+InvokeOptions = make_dataclass(
+    "InvokeOptions", [(p.name, str | None, field(default=None)) for p in INVOKE_PARAMS],
+    bases=(_InvokeHeaders,), namespace={"__doc__": "SageMaker's per-call routing and metadata headers.",
+                                        "__module__": __name__},
+)

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import glob
 import math
-import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sm_magic.errors import ConfigError, SageMakerError
+from sm_magic.errors import ConfigError, PartialAnswer, SageMakerError
 from sm_magic.result import Result
 
 DEFAULT_TEMPLATE = """Use the following pieces of context to answer the question at the end.
@@ -44,7 +43,9 @@ def estimate_tokens(text: str) -> int:
 
 
 @dataclass
-class Document:
+class SourceText:
+    """A loaded document: its text and where it came from."""
+
     text: str
     source: str
 
@@ -64,11 +65,11 @@ class Chunk:
 
 
 # -- inputs ----------------------------------------------------------------------------------------
-def _read(path: Path) -> Document:
+def _read(path: Path) -> SourceText:
     if path.suffix.lower() not in TEXT_SUFFIXES:
         raise ConfigError(f"{path}: only text and Markdown files are read (got {path.suffix}).")
     try:
-        return Document(path.read_text(encoding="utf-8"), str(path))
+        return SourceText(path.read_text(encoding="utf-8"), str(path))
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"Could not read {path}: {e}") from None
 
@@ -82,7 +83,7 @@ def _looks_like_path(text: str) -> bool:
         return False
 
 
-def load_documents(docs: Any) -> list[Document]:
+def load_documents(docs: Any) -> list[SourceText]:
     """A string, file path or glob, a langchain-core Document, or a list mixing these."""
     if isinstance(docs, str | Path):
         text = str(docs)
@@ -91,12 +92,12 @@ def load_documents(docs: Any) -> list[Document]:
             if not paths:
                 raise ConfigError(f"No files match {text!r}.")
             return [_read(Path(p)) for p in paths if Path(p).is_file()]
-        return [Document(text, "text")]
+        return [SourceText(text, "text")]
     if hasattr(docs, "page_content"):
         metadata = getattr(docs, "metadata", None) or {}
-        return [Document(docs.page_content, str(metadata.get("source") or metadata.get("id") or "document"))]
+        return [SourceText(docs.page_content, str(metadata.get("source") or metadata.get("id") or "document"))]
     if isinstance(docs, Iterable) and not isinstance(docs, bytes | dict):
-        out: list[Document] = []
+        out: list[SourceText] = []
         for i, item in enumerate(docs):
             for doc in load_documents(item):
                 if doc.source in ("text", "document"):
@@ -107,60 +108,20 @@ def load_documents(docs: Any) -> list[Document]:
 
 
 # -- splitting -------------------------------------------------------------------------------------
-_SENTENCE = re.compile(r"(?<=[.!?])\s+")
+SEPARATORS = ["\n\n", r"(?<=[.!?])\s+", " ", ""]  # paragraphs, sentences, words, characters
 
 
-def _pieces(text: str, limit: int) -> list[tuple[str, bool]]:
-    """Paragraphs, then sentences, then hard cuts, each at most ``limit`` characters.
-    The flag says whether the piece starts a paragraph."""
-    out: list[tuple[str, bool]] = []
-    for paragraph in re.split(r"\n\s*\n", text):
-        paragraph = paragraph.strip()
-        if not paragraph:
-            continue
-        if len(paragraph) <= limit:
-            out.append((paragraph, True))
-            continue
-        first = True
-        for sentence in _SENTENCE.split(paragraph):
-            while len(sentence) > limit:
-                out.append((sentence[:limit], first))
-                sentence, first = sentence[limit:], False
-            if sentence:
-                out.append((sentence, first))
-                first = False
-    return out
+def split(documents: list[SourceText], chunk_tokens: int, overlap_tokens: int = 0) -> list[Chunk]:
+    """Chunks of at most ``chunk_tokens`` (estimated), on paragraph/sentence boundaries, with overlap
+    (langchain-text-splitters' recursive splitter, measuring with :func:`estimate_tokens`)."""
+    from langchain_text_splitters import RecursiveCharacterTextSplitter
 
-
-def _join(pieces: list[tuple[str, bool]]) -> str:
-    text = ""
-    for piece, new_paragraph in pieces:
-        text += ("\n\n" if new_paragraph else " ") + piece if text else piece
-    return text
-
-
-def split(documents: list[Document], chunk_tokens: int, overlap_tokens: int = 0) -> list[Chunk]:
-    """Chunks of at most ``chunk_tokens`` (estimated), on paragraph/sentence boundaries, with overlap."""
-    limit = max(1, int(chunk_tokens * CHARS_PER_TOKEN))
-    overlap = int(overlap_tokens * CHARS_PER_TOKEN)
-    chunks: list[Chunk] = []
-    for doc in documents:
-        current: list[tuple[str, bool]] = []
-        index = 0
-        for piece in _pieces(doc.text, limit):
-            if current and len(_join([*current, piece])) > limit:
-                chunks.append(Chunk(_join(current), doc.source, index))
-                index += 1
-                kept: list[tuple[str, bool]] = []
-                for previous in reversed(current):  # carry the tail over as overlap
-                    if len(_join([previous, *kept])) > overlap:
-                        break
-                    kept.insert(0, previous)
-                current = kept if len(_join([*kept, piece])) <= limit else []
-            current.append(piece)
-        if current:
-            chunks.append(Chunk(_join(current), doc.source, index))
-    return chunks
+    splitter = RecursiveCharacterTextSplitter(
+        separators=SEPARATORS, is_separator_regex=True, keep_separator="end", chunk_size=max(1, chunk_tokens),
+        chunk_overlap=min(overlap_tokens, max(0, chunk_tokens - 1)), length_function=estimate_tokens,
+        strip_whitespace=True)
+    return [Chunk(text, doc.source, index) for doc in documents
+            for index, text in enumerate(splitter.split_text(doc.text))]
 
 
 # -- templates -------------------------------------------------------------------------------------
@@ -177,7 +138,7 @@ def template_text(template: Any) -> str:
     return text
 
 
-def fill(template: str, **values: str) -> str:
+def fill_fields(template: str, **values: str) -> str:
     """Fill named fields only (other braces in the template are left alone)."""
     for key, value in values.items():
         template = template.replace("{" + key + "}", value)
@@ -207,18 +168,18 @@ class Plan:
         return "\n".join(lines)
 
 
-def make_plan(question: str, documents: list[Document], template: str, mode: str, context_tokens: int,
+def make_plan(question: str, documents: list[SourceText], template: str, mode: str, context_tokens: int,
               max_new_tokens: int) -> Plan:
     if mode not in MODES:
         raise ConfigError(f"Unknown QA mode {mode!r}; choose one of {', '.join(MODES)}.")
     if not documents:
         raise ConfigError("No documents to answer from.")
     whole = [Chunk(d.text.strip(), d.source, 0) for d in documents]
-    stuffed = fill(template, context="\n\n".join(c.text for c in whole), question=question)
+    stuffed = fill_fields(template, context="\n\n".join(c.text for c in whole), question=question)
     budget = context_tokens - max_new_tokens
     if mode == "stuff" or (mode == "auto" and estimate_tokens(stuffed) <= budget):
         return Plan("stuff", whole, [stuffed])
-    overhead = estimate_tokens(fill(REFINE_TEMPLATE if mode == "refine" else template,
+    overhead = estimate_tokens(fill_fields(REFINE_TEMPLATE if mode == "refine" else template,
                                     context="", question=question, answer=" " * 400))
     room = budget - overhead
     if room < 64:
@@ -227,8 +188,8 @@ def make_plan(question: str, documents: list[Document], template: str, mode: str
     chunks = split(documents, room, overlap_tokens=min(64, room // 10))
     mode = "map-reduce" if mode == "auto" else mode
     if mode == "map-reduce":
-        return Plan(mode, chunks, [fill(template, context=c.text, question=question) for c in chunks])
-    return Plan(mode, chunks, [fill(template, context=chunks[0].text, question=question)])
+        return Plan(mode, chunks, [fill_fields(template, context=c.text, question=question) for c in chunks])
+    return Plan(mode, chunks, [fill_fields(template, context=chunks[0].text, question=question)])
 
 
 # -- running -----------------------------------------------------------------------------------------
@@ -237,25 +198,45 @@ AskMany = Callable[[list[str]], list[Result | SageMakerError]]
 
 
 def answer(question: str, docs: Any, ask: Ask, ask_many: AskMany, *, template: Any = None, mode: str = "auto",
-           context_tokens: int = 2048, max_new_tokens: int = 256) -> Result:
-    """Answer ``question`` from ``docs``; the Result's ``sources`` lists the chunks used."""
+           context_tokens: int = 2048, max_new_tokens: int = 256, allow_partial: bool = False,
+           plan: Plan | None = None) -> Result:
+    """Answer ``question`` from ``docs``; the Result's ``sources`` lists the chunks used.
+
+    If map calls fail, :class:`PartialAnswer` is raised (the partial answer on its ``result``) unless
+    ``allow_partial``; then the Result says ``partial`` and lists the failed chunks.
+    """
     text = template_text(template)
-    plan = make_plan(question.strip(), load_documents(docs), text, mode, context_tokens, max_new_tokens)
+    plan = plan or make_plan(question.strip(), load_documents(docs), text, mode, context_tokens, max_new_tokens)
     if plan.mode == "stuff":
         result = ask(plan.prompts[0])
     elif plan.mode == "refine":
         result = _refine(question.strip(), plan, ask)
     else:
         result = _map_reduce(question.strip(), plan, text, ask, ask_many, context_tokens - max_new_tokens)
-    result.sources = [c.as_source() for c in plan.chunks]
+    failures = result.data.get("map_failures", []) if isinstance(result.data, dict) else []
+    used = result.data.pop("used", plan.chunks) if isinstance(result.data, dict) else plan.chunks
+    result.sources = [c.as_source() for c in used]
     result.data = {"mode": plan.mode, **(result.data if isinstance(result.data, dict) else {})}
+    if failures:
+        result.partial = True
+        if not allow_partial:
+            shown = "; ".join(failures[:3])
+            raise PartialAnswer(
+                f"{len(failures)} of {len(plan.chunks)} document chunks failed, so an answer would rest on "
+                f"{len(used)} chunks only. First errors: {shown}.",
+                hint="Re-run the cell to retry them, or add --allow-partial to accept an answer from the rest "
+                     "(it will say it is partial).", result=result, failures=failures)
     return result
+
+
+def _reason(error: Any) -> str:
+    return f"{type(error).__name__}: {error.message}" if isinstance(error, SageMakerError) else str(error)
 
 
 def _refine(question: str, plan: Plan, ask: Ask) -> Result:
     result = ask(plan.prompts[0])
     for chunk in plan.chunks[1:]:
-        result = ask(fill(REFINE_TEMPLATE, question=question, answer=result.text.strip(), context=chunk.text))
+        result = ask(fill_fields(REFINE_TEMPLATE, question=question, answer=result.text.strip(), context=chunk.text))
     return result
 
 
@@ -267,10 +248,13 @@ def _map_reduce(question: str, plan: Plan, template: str, ask: Ask, ask_many: As
         raise failed[0][1]  # type: ignore[misc]
     notes = [f"[{c.source}#{c.index}] {r.text.strip()}" for c, r in partial]
     # Collapse the partial answers until they fit one reduce call.
-    while estimate_tokens(fill(template, context="\n\n".join(notes), question=question)) > budget and len(notes) > 1:
+    def too_long(notes: list[str]) -> bool:
+        return estimate_tokens(fill_fields(template, context="\n\n".join(notes), question=question)) > budget
+
+    while too_long(notes) and len(notes) > 1:
         groups, current = [], []
         for note in notes:
-            combined = fill(template, context="\n\n".join([*current, note]), question=question)
+            combined = fill_fields(template, context="\n\n".join([*current, note]), question=question)
             if current and estimate_tokens(combined) > budget:
                 groups.append(current)
                 current = []
@@ -279,9 +263,9 @@ def _map_reduce(question: str, plan: Plan, template: str, ask: Ask, ask_many: As
         if len(groups) == len(notes):  # no note fits with another: keep the first ones only
             notes = notes[: max(1, len(notes) // 2)]
             continue
-        collapsed = ask_many([fill(template, context="\n\n".join(g), question=question) for g in groups])
+        collapsed = ask_many([fill_fields(template, context="\n\n".join(g), question=question) for g in groups])
         notes = [r.text.strip() for r in collapsed if isinstance(r, Result)]
-    result = ask(fill(template, context="\n\n".join(notes), question=question))
-    result.data = {"map_answers": [r.text for _, r in partial],
-                   "map_failures": [f"{c.source}#{c.index}: {e}" for c, e in failed]}
+    result = ask(fill_fields(template, context="\n\n".join(notes), question=question))
+    result.data = {"map_answers": [r.text for _, r in partial], "used": [c for c, _ in partial],
+                   "map_failures": [f"{c.source}#{c.index}: {_reason(e)}" for c, e in failed]}
     return result

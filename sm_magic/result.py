@@ -58,6 +58,8 @@ class Result:
     streamed: bool = False
     interrupted: bool = False
     dry_run: bool = False
+    truncated: bool = False  # a stream that ended without its container's end marker
+    partial: bool = False  # built from fewer answers than planned (QA with failed chunks)
     first_token: float | None = None
     response_attributes: str | None = None
     new_session_id: str | None = None
@@ -65,6 +67,15 @@ class Result:
 
     def __str__(self) -> str:
         return self.text
+
+    @property
+    def status(self) -> str:
+        """ok, interrupted, truncated, partial or dry run: what history and the footer say."""
+        for flag, name in ((self.dry_run, "dry run"), (self.interrupted, "interrupted"),
+                           (self.truncated, "truncated"), (self.partial, "partial")):
+            if flag:
+                return name
+        return "ok"
 
     @property
     def tokens(self) -> int | None:
@@ -92,8 +103,8 @@ class Result:
             parts.append(f"{self.latency * 1000:.0f} ms")
         if self.tokens is not None:
             parts.append(f"{self.tokens} tokens")
-        if self.interrupted:
-            parts.append("interrupted")
+        if self.status not in ("ok", "dry run"):
+            parts.append(f"⚠ {self.status}")
         if self.sources:
             names = sorted({str(s.get("source")) for s in self.sources})
             shown = ", ".join(names[:5]) + (f" +{len(names) - 5} more" if len(names) > 5 else "")

@@ -9,11 +9,15 @@ only: reprs and :meth:`Session.describe` show at most the access key id's last f
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, fields, replace
 from functools import partial
 from typing import Any
 
+from sm_magic import botocore_private as private
 from sm_magic.errors import ConfigError, CredentialsError, translate
+from sm_magic.params import BY_NAME
 
 LOCAL_KEY = "local-access-key"
 LOCAL_SECRET = "local-secret"
@@ -39,12 +43,12 @@ class SessionSettings:
     access_key_id: str | None = field(default=None, repr=False)
     secret_access_key: str | None = field(default=None, repr=False)
     session_token: str | None = field(default=None, repr=False)
-    read_timeout: float = 80.0  # containers must answer in 60 s; AWS advises >= 70 s
-    connect_timeout: float = 10.0
-    max_attempts: int = 4
-    retry_mode: str = "adaptive"  # throttling slows the client down instead of failing it
-    retry_read_timeouts: bool = False  # a slow model is not silently invoked three times
-    max_pool_connections: int = 32
+    read_timeout: float = BY_NAME["read_timeout"].default
+    connect_timeout: float = BY_NAME["connect_timeout"].default
+    max_attempts: int = BY_NAME["max_attempts"].default
+    retry_mode: str = BY_NAME["retry_mode"].default
+    retry_read_timeouts: bool = BY_NAME["retry_read_timeouts"].default
+    max_pool_connections: int = BY_NAME["max_pool_connections"].default
     botocore_config: Any = field(default=None, repr=False)  # a botocore Config merged over ours
 
     SECRET_FIELDS = ("secret_access_key", "session_token", "external_id")
@@ -68,8 +72,8 @@ class Session:
         self._clients: dict[str, Any] = {}
         self._lock = threading.Lock()
         self._client_lock = threading.Lock()
-        if client is not None and self.settings.region is None:
-            self.settings.region = client.meta.region_name
+        if client is not None and self.settings.region is None:  # a copy: the caller's settings stay theirs
+            self.settings = replace(self.settings, region=client.meta.region_name)
 
     @classmethod
     def local(cls, url: str, region: str = "us-east-1", **settings: Any) -> Session:
@@ -124,8 +128,6 @@ class Session:
 
     def _assume_role(self, base: Any) -> Any:
         """A boto3 session whose credentials come from AssumeRole and refresh before expiry."""
-        import boto3
-        import botocore.session
         from botocore.credentials import AssumeRoleCredentialFetcher, DeferredRefreshableCredentials
 
         s = self.settings
@@ -143,7 +145,8 @@ class Session:
         def client_creator(service: str, **kwargs: Any) -> Any:
             if sts_url:
                 kwargs.setdefault("endpoint_url", sts_url)
-            return base._session.create_client(service, region_name=base.region_name or s.region, **kwargs)
+            return private.core_session(base).create_client(service, region_name=base.region_name or s.region,
+                                                            **kwargs)
 
         fetcher = AssumeRoleCredentialFetcher(
             client_creator=client_creator, source_credentials=source, role_arn=s.role_arn, extra_args=extra,
@@ -151,9 +154,7 @@ class Session:
         credentials = DeferredRefreshableCredentials(
             method="assume-role", refresh_using=fetcher.fetch_credentials,
         )
-        core = botocore.session.Session()
-        core._credentials = credentials
-        return boto3.Session(botocore_session=core, region_name=base.region_name or s.region)
+        return private.boto_session_with(credentials, base.region_name or s.region)
 
     def _config(self) -> Any:
         from botocore.config import Config
@@ -200,7 +201,7 @@ class Session:
         """For control-plane calls next to an external runtime client: use its credentials."""
         import boto3
 
-        creds = self._external_client._get_credentials()
+        creds = private.client_credentials(self._external_client)
         if creds is None:
             return self.boto_session
         frozen = creds.get_frozen_credentials()
@@ -225,7 +226,6 @@ class Session:
             return self._external_client.meta.region_name
         return self.boto_session.region_name
 
-    # -- what the user sees ------------------------------------------------------------------
     def identity(self) -> dict[str, str]:
         """Account and ARN from STS GetCallerIdentity."""
         try:
@@ -234,34 +234,41 @@ class Session:
             raise translate(e) from e
         return {"account": answer["Account"], "arn": answer["Arn"]}
 
-    def describe(self) -> dict[str, Any]:
-        """What a user may see about this session: never a secret."""
-        s = self.settings
-        info: dict[str, Any] = {
-            "profile": s.profile or ("(external client)" if self._external_client is not None else "(default)"),
-            "region": self.region if (s.region or self._boto_session or self._external_client) else None,
-            "endpoint_url": s.endpoint_url or "(AWS)",
-            "role_arn": s.role_arn,
-            "read_timeout": s.read_timeout,
-            "retries": f"{s.retry_mode}, {s.max_attempts} attempts",
-        }
-        creds = None
+    @property
+    def external(self) -> bool:
+        """Calls go through a boto3 client the user gave."""
+        return self._external_client is not None
+
+    @property
+    def started(self) -> bool:
+        """The boto3 session exists (its region and credentials are known without a lookup)."""
+        return self._boto_session is not None
+
+    def credentials(self) -> Any:
+        """The credentials calls are signed with, if a client or boto3 session exists yet."""
         if self._external_client is not None:
-            creds = self._external_client._get_credentials()
-        elif self._boto_session is not None:
-            creds = self._boto_session.get_credentials()
-        if creds is not None:
-            info["credentials"] = getattr(creds, "method", "") or "explicit"
-            info["access_key"] = mask(creds.get_frozen_credentials().access_key) if not s.role_arn else "(assumed role)"
-            expiry = getattr(creds, "_expiry_time", None)
-            if expiry is not None:
-                info["expires"] = expiry.isoformat(timespec="seconds")
-        elif s.access_key_id:
-            info["credentials"], info["access_key"] = "static keys", mask(s.access_key_id)
-        return {k: v for k, v in info.items() if v not in (None, "")}
+            return private.client_credentials(self._external_client)
+        if self._boto_session is not None:
+            return self._boto_session.get_credentials()
+        return None
 
     def __repr__(self) -> str:
         return f"<sm_magic.Session {self.settings!r}>"
+
+
+_caller = threading.local()
+THROTTLING = ("ThrottlingException", "Throttling", "TooManyRequestsException")
+
+
+@contextmanager
+def throttles_surface() -> Iterator[None]:
+    """Within this block (this thread), throttling errors are not retried by botocore: the caller
+    (a batch's concurrency limiter) backs off instead, and sees the endpoint's capacity at once."""
+    _caller.throttles_surface = True
+    try:
+        yield
+    finally:
+        _caller.throttles_surface = False
 
 
 def _runtime_retry(settings: SessionSettings, attempts: int = 1, response: Any = None,
@@ -274,6 +281,8 @@ def _runtime_retry(settings: SessionSettings, attempts: int = 1, response: Any =
     if isinstance(caught_exception, ReadTimeoutError) and not settings.retry_read_timeouts:
         return False
     code = response[1].get("Error", {}).get("Code") if response else None
+    if code in THROTTLING and getattr(_caller, "throttles_surface", False):
+        return False
     if code == "ModelNotReadyException" and attempts < settings.max_attempts:
         import random
 

@@ -154,6 +154,8 @@ def ip(local: LocalEndpoint, tmp_path, monkeypatch: pytest.MonkeyPatch):
     shell.register_magics(magics)
     shell.user_ns["_sm_magics"] = magics
     yield shell
+    shell.config.pop("SageMaker", None)  # %config SageMaker.x set by a test stays with that test
+    shell.configurables[:] = [c for c in shell.configurables if type(c).__name__ != "SageMaker"]
     keep = ("In", "Out", "exit", "quit", "get_ipython")
     for name in [n for n in shell.user_ns if not n.startswith("_") and n not in keep]:
         shell.user_ns.pop(name, None)

@@ -8,11 +8,12 @@ import threading
 import time
 
 import pytest
+from IPython.core.error import UsageError
 
 from sm_magic.batch import BatchResult, ItemError, run_batch
+from sm_magic.calls import invoke
 from sm_magic.errors import ModelError
 from sm_magic.handlers.registry import Registry
-from sm_magic.calls import invoke
 from sm_magic.local import Fault
 from sm_magic.session import Session
 
@@ -75,13 +76,15 @@ def test_batch_magic_with_records_and_column(ip, local):
         ip.run_cell_magic("sagemaker", "tgi --batch rows --column missing", "{text}")
 
 
-def test_batch_dry_run_and_concurrency_cap(ip, local):
+def test_batch_dry_run_sizes_the_pool_to_the_concurrency(ip, local):
     ip.user_ns["items"] = ["x", "y", "z"]
     before = sum(local.calls.values())
-    shown = ip.run_cell_magic("sagemaker", "tgi --batch items --dry-run --concurrency 500", "Q {text}")
+    shown = ip.run_cell_magic("sagemaker", "tgi --batch items --dry-run --concurrency 64", "Q {text}")
     assert sum(local.calls.values()) - before == 0
-    assert "3 calls at concurrency 32" in repr(shown)  # capped at the client's connection pool
+    assert "3 calls at concurrency 64" in repr(shown)  # not capped at the default pool of 32
     assert '"inputs": "Q x"' in repr(shown)
+    with pytest.raises(UsageError, match="concurrency must be between 1 and 256, not 500"):
+        ip.run_cell_magic("sagemaker", "tgi --batch items --concurrency 500", "Q {text}")
 
 
 def test_item_error_text():

@@ -41,6 +41,10 @@ def state(ip):
     return ip.user_ns["_sm_magics"].state
 
 
+def runner(ip):
+    return ip.user_ns["_sm_magics"].runner
+
+
 def markdown(value) -> str:
     if hasattr(value, "_repr_markdown_"):
         return value._repr_markdown_()
@@ -97,8 +101,10 @@ def test_model_parameters_and_json_kwargs_reach_the_body(ip):
 
 
 def test_bad_model_kwargs_json_is_explained(ip):
-    with pytest.raises(ConfigError, match="not valid JSON"):
+    with pytest.raises(UsageError, match=r"not valid JSON.*Give one quoted JSON object"):
         cell(ip, "tgi -m '{oops'")
+    with pytest.raises(UsageError, match="NaN"):
+        cell(ip, """tgi -m '{"temperature": NaN}'""")
 
 
 def test_handler_flag_and_auto_detection(ip):
@@ -157,7 +163,7 @@ def test_interrupt_stops_the_stream_and_keeps_what_arrived(ip, local):
     result = ip.user_ns["partial"]
     assert result.interrupted
     assert 0 < len(result.text.split()) < 2000
-    assert state(ip).history[-1].status == "interrupted"
+    assert runner(ip).history[-1].status == "interrupted"
     assert cell(ip, "tgi")[0].text == "You said: hi"  # the kernel is usable afterwards
 
 
@@ -167,7 +173,7 @@ def test_stream_error_keeps_partial_text_and_raises(ip, local):
         cell(ip, "faulty-lmi --stream --out broken", SEED_PROMPT)
     assert info.value.partial == "Therefore, Peter stayed"  # three parts arrived
     assert ip.user_ns["broken"].text == "Therefore, Peter stayed" and ip.user_ns["broken"].interrupted
-    assert state(ip).history[-1].status == "StreamError"
+    assert runner(ip).history[-1].status == "StreamError"
 
 
 def test_out_variable_and_target_prefix(ip):
@@ -315,11 +321,11 @@ def test_config_shows_sources_and_sets_defaults(ip):
 
 
 def test_traitlets_config(ip):
-    ip.run_line_magic("config", "SageMakerMagics.default_endpoint = 'lmi'")
+    ip.run_line_magic("config", "SageMaker.endpoint = 'lmi'")
     assert state(ip).endpoint == "lmi"
     assert cell(ip, "", "x")[0].endpoint == "lmi"
     rows = {r["setting"]: r for r in line(ip, "config")[0].rows}
-    assert rows["endpoint"]["source"] == "config (SageMakerMagics.default_endpoint)"
+    assert rows["endpoint"]["source"] == "config (SageMaker.endpoint)"
 
 
 def test_no_endpoint_anywhere_says_what_to_do(ip):

@@ -7,7 +7,7 @@ from langchain_core.documents import Document
 from langchain_core.prompts import PromptTemplate
 
 from sm_magic import SagemakerEndpoint, load_qa_chain
-from sm_magic.errors import ConfigError, ModelError
+from sm_magic.errors import ConfigError, ModelError, PartialAnswer
 from sm_magic.local import Fault
 from sm_magic.qa import DEFAULT_TEMPLATE, estimate_tokens, load_documents, make_plan, split, template_text
 from tests.conftest import SEED_CONTEXT, SEED_QUESTION
@@ -114,9 +114,13 @@ def test_map_step_keeps_going_when_some_chunks_fail(session, local):
     llm = SagemakerEndpoint(endpoint_name="faulty", session=session, content_handler="tgi")
     local.inject("faulty", Fault("model-error", times=3))
     chain = load_qa_chain(llm, chain_type="map_reduce", context_tokens=1024, max_concurrency=1)
+    with pytest.raises(PartialAnswer, match="3 of 40 document chunks failed"):  # never a whole-looking answer
+        chain.invoke({"input_documents": corpus(40), "question": "Where did the archive move?"})
+    local.inject("faulty", Fault("model-error", times=3))
+    chain.allow_partial = True
     out = chain.invoke({"input_documents": corpus(40), "question": "Where did the archive move?"})
     assert "north wing" in out["output_text"]  # answered from the chunks that succeeded
-    assert len(out["map_failures"]) == 3
+    assert len(out["map_failures"]) == 3 and out["partial"] and len(out["sources"]) == 37
     local.inject("faulty", Fault("model-error", times=-1))
     with pytest.raises(ModelError):
         chain.invoke({"input_documents": corpus(10), "question": "Where?"})

@@ -6,9 +6,10 @@ import boto3
 import pytest
 from botocore.config import Config
 
+from sm_magic.calls import invoke
+from sm_magic.commands.session import describe
 from sm_magic.errors import CredentialsError, ReadTimeout
 from sm_magic.handlers.registry import Registry
-from sm_magic.calls import invoke
 from sm_magic.local import Fault
 from sm_magic.session import Session, SessionSettings
 from tests.conftest import FAKE_KEY_ID, FAKE_SECRET, FAKE_TOKEN
@@ -25,11 +26,11 @@ def test_clients_are_made_once_per_session(session):
 def test_config_is_chosen_on_purpose_and_overridable(session):
     config = session.runtime.meta.config
     assert config.read_timeout >= 70
-    assert config.retries == {"mode": "adaptive", "total_max_attempts": 4}
+    assert config.retries == {"mode": "standard", "total_max_attempts": 4}
     assert config.max_pool_connections >= 16
     custom = Session(SessionSettings(region="us-east-1", botocore_config=Config(read_timeout=5)))
     assert custom._config().read_timeout == 5
-    assert custom._config().retries["mode"] == "adaptive"  # the rest kept
+    assert custom._config().retries["mode"] == "standard"  # the rest kept
 
 
 def test_profile_and_region_from_aws_files(aws_env, tmp_path, monkeypatch):
@@ -41,7 +42,7 @@ def test_profile_and_region_from_aws_files(aws_env, tmp_path, monkeypatch):
     s = Session(SessionSettings(profile="team"))
     assert s.region == "eu-west-1"
     assert invoke(s, "tgi", "hi", TGI).text == "You said: hi"
-    assert s.describe()["access_key"] == "…9999"
+    assert describe(s)["access_key"] == "…9999"
 
 
 def test_unknown_profile_is_a_credentials_error(aws_env):
@@ -55,7 +56,7 @@ def test_static_keys_never_appear_in_reprs_or_descriptions(local):
     s = Session(SessionSettings(region="us-east-1", endpoint_url=local.url, access_key_id=FAKE_KEY_ID,
                                 secret_access_key=FAKE_SECRET, session_token=FAKE_TOKEN, external_id="ext-secret"))
     invoke(s, "tgi", "hi", TGI)
-    shown = " ".join([repr(s), str(s), repr(s.settings), str(s.describe())])
+    shown = " ".join([repr(s), str(s), repr(s.settings), str(describe(s))])
     for secret in (FAKE_SECRET, FAKE_TOKEN, FAKE_KEY_ID, "ext-secret"):
         assert secret not in shown
     assert FAKE_KEY_ID[-4:] in shown
@@ -86,8 +87,8 @@ def test_role_arn_credentials_refresh_before_they_expire(local, moto_server):
     assert invoke(s, "tgi", "hi", TGI).text == "You said: hi"
     second = credentials.get_frozen_credentials().access_key
     assert first != second and "source-key" not in (first, second)
-    assert s.describe()["credentials"] == "assume-role"
-    assert "expires" in s.describe()
+    assert describe(s)["credentials"] == "assume-role"
+    assert "expires" in describe(s)
 
 
 def test_role_without_source_credentials_says_so(aws_env, monkeypatch):

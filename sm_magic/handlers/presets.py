@@ -7,10 +7,9 @@ Model parameters use one vocabulary (``max_new_tokens``, ``temperature``, ``top_
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
-from sm_magic.errors import HandlerError
+from sm_magic.errors import ConfigError, HandlerError
 from sm_magic.handlers.base import JSONHandler, Output, Prompt, as_messages, as_text
 
 
@@ -223,7 +222,7 @@ class Embedding(JSONHandler):
         return Output(f"[embedding: {len(vector)} dimensions]", data=vector)
 
 
-class Text(JSONHandler):
+class PlainText(JSONHandler):
     """Raw text both ways (``text/plain``); streamed bytes are the text."""
 
     name = "text"
@@ -241,32 +240,29 @@ class Text(JSONHandler):
             raise HandlerError(f"the answer is not UTF-8 text ({e}).", handler=self.name, body=body) from None
 
 
-_PATH_TOKEN = re.compile(r"\[(-?\d+)\]|\[\"([^\"]+)\"\]|([^.\[\]]+)")
-
-
-def walk(data: Any, path: str) -> Any:
-    """Follow ``choices[0].message.content`` / ``[0].generated_text`` / ``a.0.b`` into JSON."""
-    for index, quoted, key in _PATH_TOKEN.findall(path):
-        if index or (key.lstrip("-").isdigit() and isinstance(data, list)):
-            data = data[int(index or key)]
-        else:
-            data = data[quoted or key]
-    return data
-
-
 class JSONTemplate(JSONHandler):
     """Any JSON container: a request template and where the answer is in the response.
 
     In the template, the strings ``"{prompt}"``, ``"{messages}"``, ``"{params}"`` and ``"{stream}"``
     are replaced by values; ``{prompt}`` inside a longer string is replaced by the text.
-    ``response_path`` and ``stream_path`` are paths like ``[0].generated_text`` or ``token.text``.
+    ``response_path`` and ``stream_path`` are JMESPath expressions (``[0].generated_text``,
+    ``choices[0].message.content``, ``token.text``), compiled once.
     """
 
     def __init__(self, request_template: dict | list | str, response_path: str,
                  stream_path: str | None = None, name: str = "json"):
         self.template = json.loads(request_template) if isinstance(request_template, str) else request_template
+        import jmespath
+        from jmespath.exceptions import JMESPathError
+
         self.response_path = response_path
         self.stream_path = stream_path
+        try:
+            self._response = jmespath.compile(response_path)
+            self._stream = jmespath.compile(stream_path or response_path)
+        except JMESPathError as e:
+            raise ConfigError(f"Not a JMESPath expression ({e}); write paths like '[0].generated_text' or "
+                              "'choices[0].message.content'.") from None
         self.streams = stream_path is not None
         self.name = name
 
@@ -274,31 +270,30 @@ class JSONTemplate(JSONHandler):
         values = {"{prompt}": as_text(prompt), "{messages}": as_messages(prompt),
                   "{params}": {k: v for k, v in params.items() if v is not None}, "{stream}": stream}
 
-        def fill(node: Any) -> Any:
+        def substitute(node: Any) -> Any:
             if isinstance(node, dict):
-                return {k: fill(v) for k, v in node.items()}
+                return {k: substitute(v) for k, v in node.items()}
             if isinstance(node, list):
-                return [fill(v) for v in node]
+                return [substitute(v) for v in node]
             if isinstance(node, str):
                 if node in values:
                     return values[node]
                 return node.replace("{prompt}", as_text(prompt))
             return node
 
-        return json.dumps(fill(self.template)).encode()
+        return json.dumps(substitute(self.template)).encode()
 
-    def _at(self, data: Any, path: str, body: bytes | str) -> str:
-        try:
-            found = walk(data, path)
-        except (KeyError, IndexError, TypeError, ValueError):
-            raise self.shape_error(f"a value at {path!r}", body) from None
+    def _at(self, data: Any, path: Any, body: bytes | str) -> str:
+        found = path.search(data)
+        if found is None:
+            raise self.shape_error(f"a value at {path.expression!r}", body)
         return found if isinstance(found, str) else json.dumps(found)
 
     def decode(self, body: bytes) -> Output:
-        return Output(self._at(self.load(body), self.response_path, body))
+        return Output(self._at(self.load(body), self._response, body))
 
     def decode_event(self, payload: str) -> Output | None:
-        return Output(self._at(self.load(payload), self.stream_path or self.response_path, payload))
+        return Output(self._at(self.load(payload), self._stream, payload))
 
 
 PRESETS: dict[str, type] = {
@@ -309,5 +304,5 @@ PRESETS: dict[str, type] = {
     "llama2-chat": Llama2Chat,
     "flan-t5": FlanT5,
     "embedding": Embedding,
-    "text": Text,
+    "text": PlainText,
 }

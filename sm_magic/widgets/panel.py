@@ -1,15 +1,15 @@
-"""``%sagemaker panel``: the magics' features as a form, on the same shell State.
+"""``%sagemaker panel``: the magics' features as a form, on the same settings and runner.
 
-Widgets are linked to the State's traits (endpoint, handler, parameters, stream...), so what the
-panel sets a following ``%%sagemaker`` cell uses, and the reverse. Callbacks read the form and call
-the State, in a worker thread so that Stop can interrupt a stream. No AWS logic lives here.
+Widgets are linked to the shell's :class:`~sm_magic.resolve.SageMaker` settings (endpoint, handler,
+parameters, stream...), so what the panel sets a following ``%%sagemaker`` cell uses, and the reverse;
+the parameter fields are generated from the parameter table. Callbacks read the form and call the
+shared :class:`~sm_magic.runner.Runner` in a worker thread, so that Stop can end a stream. The
+history list is redrawn at a bounded rate, never once per call. No AWS logic lives here.
 """
 
 from __future__ import annotations
 
 import html
-import json
-import os
 import re
 import threading
 from typing import Any
@@ -18,12 +18,17 @@ import ipywidgets as w
 from traitlets import link
 
 from sm_magic.display import Pacer
-from sm_magic.errors import SageMakerError
+from sm_magic.errors import ConfigError, SageMakerError
 from sm_magic.interpolate import interpolate
+from sm_magic.params import CONFIG_PARAMS, INVOKE, MODEL
+from sm_magic.resolve import CallSpec, local_url
 from sm_magic.result import Result
-from sm_magic.workspace import CallSpec, State
+from sm_magic.runner import Runner, printable
 
-LOCAL_DEFAULT = "http://127.0.0.1:8080"
+HISTORY_REDRAW = 0.5  # seconds between history redraws, however many calls complete
+FIELD_LABELS = {"max_new_tokens": "Max new tokens", "top_p": "Top-p", "stop": "Stop (1/line)",
+                "model_kwargs": "Extra JSON", "custom_attributes": "Custom attrs",
+                "inference_component": "Inference comp."}
 QA_MODES = [("no documents", ""), ("auto", "auto"), ("stuff", "stuff"), ("map-reduce", "map-reduce"),
             ("refine", "refine")]
 
@@ -49,13 +54,17 @@ def _pre(text: str) -> str:
 class Panel:
     """The form. ``widget`` is what a cell displays."""
 
-    def __init__(self, state: State, shell: Any = None):
-        self.state = state
+    def __init__(self, runner: Runner, shell: Any = None):
+        self.runner = runner
+        self.state = runner.state
         self.shell = shell
         self._worker: threading.Thread | None = None
         self._stop = threading.Event()
         self._links: list[Any] = []
         self._local = False
+        self._secrets: dict[str, str] = {}  # typed keys, taken out of the widgets at once
+        self._redraw: threading.Timer | None = None
+        self._entries: list[Any] = []
         self._build()
         self._wire()
 
@@ -94,27 +103,26 @@ class Panel:
         self.handler.add_class("sm-handler")
         self.detected = w.HTML()
         self.detected.add_class("sm-detected")
-        self.inference_component = _text("Inference comp.", "sm-inference-component")
-        self.target_variant = _text("Target variant", "sm-target-variant")
-        self.custom_attributes = _text("Custom attrs", "sm-custom-attributes", "accept_eula=true")
-        endpoint_tab = w.VBox([w.HBox([self.endpoint, self.refresh]), self.endpoint_list, self.alias,
-                               w.HBox([self.handler, self.detected]), self.inference_component,
-                               self.target_variant, self.custom_attributes])
+        self._endpoint_box = w.VBox([w.HBox([self.endpoint, self.refresh]), self.endpoint_list, self.alias,
+                                     w.HBox([self.handler, self.detected])])
 
-        # Parameters
-        self.temperature = _text("Temperature", "sm-temperature", "container default")
-        self.max_new_tokens = _text("Max new tokens", "sm-max-new-tokens", "container default")
-        self.top_p = _text("Top-p", "sm-top-p", "container default")
-        self.stop_sequences = w.Textarea(description="Stop (1/line)", continuous_update=False,
-                                         style={"description_width": "9em"}, layout=w.Layout(width="32em"))
-        self.stop_sequences.add_class("sm-stop")
-        self.extra = w.Textarea(description="Extra JSON", placeholder='{"do_sample": true}', continuous_update=False,
-                                style={"description_width": "9em"}, layout=w.Layout(width="32em"))
-        self.extra.add_class("sm-extra")
+        # Parameters (generated from the parameter table)
+        self.fields: dict[str, w.Widget] = {}
+        for param in CONFIG_PARAMS:
+            if param.section in (MODEL, INVOKE):
+                label = FIELD_LABELS.get(param.name, param.name.replace("_", " ").capitalize())
+                if param.type in ("list", "json"):
+                    field = w.Textarea(description=label, continuous_update=False, placeholder=param.help,
+                                       style={"description_width": "9em"}, layout=w.Layout(width="32em"))
+                    field.add_class(f"sm-{param.name.replace('_', '-')}")
+                else:
+                    field = _text(label, f"sm-{param.name.replace('_', '-')}", "container default")
+                field.description_tooltip = param.help
+                self.fields[param.name] = field
         self.param_errors = w.HTML()
         self.param_errors.add_class("sm-param-errors")
-        params_tab = w.VBox([self.temperature, self.max_new_tokens, self.top_p, self.stop_sequences, self.extra,
-                             self.param_errors])
+        params_tab = w.VBox([f for n, f in self.fields.items() if CONFIG_PARAMS_BY_NAME[n].section == MODEL]
+                            + [self.param_errors])
 
         # Prompt
         self.prompt = w.Textarea(placeholder="Prompt; {name} is filled from the notebook's variables",
@@ -143,6 +151,8 @@ class Panel:
         self.restore = _button("Restore prompt and settings", "sm-restore")
         history_tab = w.VBox([self.history, self.restore])
 
+        endpoint_tab = w.VBox([*self._endpoint_box.children,
+                               *(f for n, f in self.fields.items() if CONFIG_PARAMS_BY_NAME[n].section == INVOKE)])
         self.tabs = w.Tab(children=[session_tab, endpoint_tab, params_tab, prompt_tab, history_tab])
         for i, title in enumerate(["Session", "Endpoint", "Parameters", "Prompt", "History"]):
             self.tabs.set_title(i, title)
@@ -161,18 +171,16 @@ class Panel:
     def _wire(self) -> None:
         s = self.state
         self._links = [link((s, "endpoint"), (self.endpoint, "value")), link((s, "handler"), (self.handler, "value")),
-                       link((s, "stream"), (self.stream, "value")),
-                       link((s, "inference_component"), (self.inference_component, "value")),
-                       link((s, "target_variant"), (self.target_variant, "value")),
-                       link((s, "custom_attributes"), (self.custom_attributes, "value"))]
+                       link((s, "stream"), (self.stream, "value"))]
         self._show_params()
-        s.observe(lambda _: self._show_params(), names=["temperature", "max_new_tokens", "top_p", "stop",
-                                                        "model_kwargs"])
+        s.observe(lambda _: self._show_params(), names=list(self.fields))
         s.observe(lambda change: self._set_busy(change["new"]), names="busy")
-        s.observe(lambda _: self._show_history(), names="history_version")
         s.observe(lambda _: self._refresh_choices(), names="session")
-        for field in (self.temperature, self.max_new_tokens, self.top_p, self.stop_sequences, self.extra):
+        self.runner.listeners.append(self._history_changed)
+        for field in self.fields.values():
             field.observe(lambda _: self._read_params(), names="value")
+        for field in (self.access_key, self.secret_key, self.session_token, self.external_id):
+            field.observe(self._take_secret, names="value")
         self.alias.observe(self._on_alias, names="value")
         self.endpoint.observe(lambda _: self.detected.__setattr__("value", ""), names="value")
         self.local_button.on_click(lambda _: self._use_local())
@@ -201,38 +209,41 @@ class Panel:
 
     # -- session -----------------------------------------------------------------------------------
     def _use_local(self) -> None:
-        self.endpoint_url.value = os.environ.get("SM_MAGIC_LOCAL_URL", LOCAL_DEFAULT)
+        self.endpoint_url.value = local_url()
         self._local = True
 
-    def _connect(self) -> None:
-        from sm_magic.session import Session, SessionSettings
+    def _take_secret(self, change: Any) -> None:
+        """A typed secret goes into memory at once and leaves the widget (and so any saved notebook)."""
+        field, value = change["owner"], change["new"]
+        if not value:
+            return
+        name = {id(self.access_key): "access_key_id", id(self.secret_key): "secret_access_key",
+                id(self.session_token): "session_token", id(self.external_id): "external_id"}[id(field)]
+        self._secrets[name] = value
+        field.value = ""
+        field.placeholder = "secret set ✓"
 
-        keys = {"access_key_id": self.access_key.value or None, "secret_access_key": self.secret_key.value or None,
-                "session_token": self.session_token.value or None}
-        for field in (self.access_key, self.secret_key, self.session_token):
-            field.value = ""  # used once, never kept in widget state
+    def _connect(self) -> None:
+        from sm_magic.commands.session import describe
+        from sm_magic.resolve import connect
+        from sm_magic.session import Session
+
+        secrets, self._secrets = self._secrets, {}
+        for field in (self.access_key, self.secret_key, self.session_token, self.external_id):
+            field.placeholder = "optional"
         url = self.endpoint_url.value.strip() or None
-        local = self._local and url
         profile = self.profile.value if self.profile.value != "(default chain)" else None
-        settings = SessionSettings(
-            profile=profile, region=self.region.value.strip() or ("us-east-1" if local else None),
-            endpoint_url=url, control_endpoint_url=url if local else None,
-            role_arn=self.role_arn.value.strip() or None, external_id=self.external_id.value or None,
-        )
-        if local and not keys["access_key_id"]:
-            session = Session.local(url, region=settings.region or "us-east-1")
-        else:
-            for key, value in keys.items():
-                setattr(settings, key, value)
-            session = Session(settings)
-        self.external_id.value = ""
+        external_id = secrets.pop("external_id", None)
         try:
+            session = connect(Session(), local=url if self._local and url else None, keys=secrets, profile=profile,
+                              region=self.region.value.strip(), endpoint_url=url, role_arn=self.role_arn.value.strip(),
+                              external_id=external_id)
             identity = session.identity()
         except SageMakerError as e:
             self.identity.value = f'<span style="color: #b00">{html.escape(e.explain())}</span>'
             return
         self.state.set_session(session)
-        info = session.describe()
+        info = describe(session)
         expiry = f" · credentials expire {info['expires']}" if "expires" in info else ""
         self.identity.value = (f"Connected: account <b>{identity['account']}</b> · {html.escape(identity['arn'])}"
                                f" · region {html.escape(str(session.region))}{expiry}")
@@ -254,45 +265,30 @@ class Panel:
 
     # -- parameters ----------------------------------------------------------------------------------
     def _show_params(self) -> None:
-        s = self.state
-        self.temperature.value = "" if s.temperature is None else str(s.temperature)
-        self.max_new_tokens.value = "" if s.max_new_tokens is None else str(s.max_new_tokens)
-        self.top_p.value = "" if s.top_p is None else str(s.top_p)
-        self.stop_sequences.value = "\n".join(s.stop)
-        self.extra.value = json.dumps(s.model_kwargs) if s.model_kwargs else ""
+        for name, field in self.fields.items():
+            value = getattr(self.state, name)
+            field.value = "\n".join(value or []) if name == "stop" else CONFIG_PARAMS_BY_NAME[name].format(value)
 
     def _read_params(self) -> None:
-        """Validate as typed; write the State only when every field is valid."""
-        errors = []
-
-        def number(field: w.Text, kind: type, name: str) -> Any:
-            text = field.value.strip()
-            if not text:
-                return None
+        """Validate as typed (the table's own checks); write the settings only when every field is valid."""
+        errors, values = [], {}
+        for name, field in self.fields.items():
+            param, text = CONFIG_PARAMS_BY_NAME[name], field.value
             try:
-                return kind(text)
-            except ValueError:
-                errors.append(f"{name} must be {'an integer' if kind is int else 'a number'}, not {text!r}")
-                return None
-
-        temperature = number(self.temperature, float, "Temperature")
-        max_new = number(self.max_new_tokens, int, "Max new tokens")
-        top_p = number(self.top_p, float, "Top-p")
-        extra: dict = {}
-        if self.extra.value.strip():
-            try:
-                extra = json.loads(self.extra.value)
-                if not isinstance(extra, dict):
-                    raise ValueError("not an object")
-            except ValueError as e:
-                errors.append(f"Extra JSON must be a JSON object ({e})")
+                if name == "stop":
+                    values[name] = [line for line in text.splitlines() if line]
+                else:
+                    values[name] = param.parse(text) if text.strip() else (None if param.default is None else
+                                                                           param.default)
+            except ConfigError as e:
+                errors.append(f"{field.description}: {e.message}")
         self.param_errors.value = "<br>".join(f'<span style="color: #b00">{html.escape(e)}</span>' for e in errors)
         if errors:
             return
         with self.state.hold_trait_notifications():
-            self.state.temperature, self.state.max_new_tokens, self.state.top_p = temperature, max_new, top_p
-            self.state.stop = [line for line in self.stop_sequences.value.splitlines() if line]
-            self.state.model_kwargs = extra
+            for name, value in values.items():
+                setattr(self.state, name, value if value is not None or self.state.traits()[name].allow_none
+                        else self.state.traits()[name].default_value)
 
     # -- running ---------------------------------------------------------------------------------------
     def _set_busy(self, busy: bool) -> None:
@@ -321,83 +317,95 @@ class Panel:
         """Block until the running call ends (tests and scripts)."""
         if self._worker is not None:
             self._worker.join(timeout)
+        if self._redraw is not None:  # show the history now rather than at the next paced redraw
+            self._redraw.cancel()
+            self._show_history()
 
     def _work(self, dry_run: bool) -> None:
         try:
             namespace = self.shell.user_ns if self.shell is not None else {}
             template = self.prompt.value
-            spec = CallSpec(prompt=interpolate(template, namespace), template=template)
+            values: dict[str, Any] = {"dry_run": dry_run}
             docs = self._documents()
             if docs is not None and self.qa_mode.value:
-                if dry_run:
-                    self.answer.value = _pre(self.state.plan(spec, docs, mode=self.qa_mode.value).describe())
-                    self.footer.value = "dry run: nothing sent"
-                else:
-                    self._show(self.state.answer(spec, docs, mode=self.qa_mode.value))
-            elif dry_run:
-                result = self.state.call(spec, dry_run=True)
-                self.answer.value = _pre(result.request.describe() if result.request else "")
-                self.footer.value = "dry run: nothing sent"
-            elif self.state.stream:
-                self._stream(spec)
+                values.update(docs=docs, mode=self.qa_mode.value)
+            outcome = self.runner.run(CallSpec(interpolate(template, namespace), values, template), _Live(self))
+            self.runner.last = outcome
+            if isinstance(outcome, Result) and not outcome.dry_run:
+                self._show(outcome)
             else:
-                self._show(self.state.call(spec))
+                request = outcome.request if isinstance(outcome, Result) else outcome
+                self.answer.value = _pre(request.describe() if request is not None else "")
+                self.footer.value = "dry run: nothing sent"
         except SageMakerError as e:
+            partial = getattr(e, "result", None)
+            if partial is not None:
+                self._show(partial)
             self.status.value = f'<span style="color: #b00">{type(e).__name__}: {html.escape(e.explain())}</span>'
         except Exception as e:  # never let a callback die silently
             self.status.value = f'<span style="color: #b00">{html.escape(f"{type(e).__name__}: {e}")}</span>'
         finally:
             self.state.busy = False
 
-    def _stream(self, spec: CallSpec) -> None:
-        stream, done = self.state.open_stream(spec)
-        pacer = Pacer()
-        error: SageMakerError | None = None
-        length = 0
-        try:
-            for chunk in stream:
-                if self._stop.is_set():
-                    stream.close()
-                    break
-                length += len(chunk)
-                if pacer.due(length):  # the join below is O(text), so only when due
-                    self.answer.value = _pre(stream.text + " ▌")
-        except SageMakerError as e:
-            error = e
-        done(error)
-        if stream.result is not None:
-            self._show(stream.result)
-        if error is not None:
-            raise error
-
     def _show(self, result: Result) -> None:
-        self.state.last = result
+        self.runner.last = result
         if self.state.handler == "auto":
             self.detected.value = f"auto → <b>{html.escape(result.handler)}</b>"
-        self.answer.value = _pre(result.text)
+        self.answer.value = _pre(printable(result.text))
         footer = re.sub(r"`([^`]*)`", r"<code>\1</code>", html.escape(result.footer()))
         self.footer.value = f"<small>{footer}</small>"
 
     # -- history -------------------------------------------------------------------------------------------
+    def _history_changed(self, entry: Any) -> None:
+        """A call completed somewhere: redraw the list at most every HISTORY_REDRAW seconds."""
+        if self._redraw is None:
+            self._redraw = threading.Timer(HISTORY_REDRAW, self._show_history)
+            self._redraw.daemon = True
+            self._redraw.start()
+
     def _show_history(self) -> None:
-        entries = self.state.history
-        self.history.options = [
-            (f"{r['time']}  {r['endpoint']}  {r['status']}  {r['latency_ms'] or '-'} ms  {r['prompt']}", i)
-            for i, r in reversed(list(enumerate(e.row() for e in entries)))
-        ]
+        self._redraw = None
+        try:
+            self._entries = list(self.runner.history)
+            self.history.options = [
+                (printable(f"{r['time']}  {r['endpoint']}  {r['status']}  {r['latency_ms'] or '-'} ms  {r['prompt']}"),
+                 i) for i, r in reversed(list(enumerate(e.row() for e in self._entries)))
+            ]
+        except Exception as e:  # a view's failure never reaches a call
+            self.status.value = f'<span style="color: #b00">History: {html.escape(type(e).__name__)}</span>'
 
     def _restore(self) -> None:
         if self.history.value is None:
             return
-        entry = self.state.history[self.history.value]
-        self.prompt.value = entry.template or entry.prompt
-        params = dict(entry.params)
+        entry = self._entries[self.history.value]
+        self.prompt.value = entry.prompt
         with self.state.hold_trait_notifications():
             self.state.endpoint = entry.endpoint
             self.state.handler = entry.handler
-            self.state.temperature = params.pop("temperature", None)
-            self.state.max_new_tokens = params.pop("max_new_tokens", None)
-            self.state.top_p = params.pop("top_p", None)
-            self.state.stop = params.pop("stop", None) or []
-            self.state.model_kwargs = params
+            for name in self.fields:
+                trait = self.state.traits()[name]
+                value = entry.values.get(name)
+                setattr(self.state, name, value if value is not None or trait.allow_none else trait.default_value)
         self.tabs.selected_index = 3
+
+
+class _Live:
+    """The answer box as a stream's live view (paced redraws; Stop ends the stream)."""
+
+    def __init__(self, panel: Panel):
+        self.panel = panel
+        self.pacer = Pacer()
+        self.chunks: list[str] = []
+        self.length = 0
+
+    def add(self, chunk: str) -> None:
+        self.chunks.append(chunk)
+        self.length += len(chunk)
+        if self.pacer.due(self.length):  # the join is O(text), so only when due
+            self.panel.answer.value = _pre(printable("".join(self.chunks)) + " ▌")
+
+    def stopped(self) -> bool:
+        return self.panel._stop.is_set()
+
+
+CONFIG_PARAMS_BY_NAME = {p.name: p for p in CONFIG_PARAMS}

@@ -16,7 +16,7 @@ EXPECTED = "Therefore, Peter stayed with her at the hospital for 3 days without 
 
 @pytest.fixture
 def panel(ip, local):
-    p = Panel(ip.user_ns["_sm_magics"].state, ip)
+    p = Panel(ip.user_ns["_sm_magics"].runner, ip)
     p.local_button.click()
     p.connect.click()
     return p
@@ -70,20 +70,20 @@ def test_refresh_lists_endpoints_and_alias_picker_sets_the_endpoint(panel, ip):
 
 
 def test_parameters_are_validated_as_typed(panel):
-    panel.temperature.value = "0.5"
-    panel.max_new_tokens.value = "12"
-    panel.top_p.value = "0.9"
-    panel.stop_sequences.value = "END\nSTOP"
-    panel.extra.value = '{"do_sample": true}'
+    panel.fields["temperature"].value = "0.5"
+    panel.fields["max_new_tokens"].value = "12"
+    panel.fields["top_p"].value = "0.9"
+    panel.fields["stop"].value = "END\nSTOP"
+    panel.fields["model_kwargs"].value = '{"do_sample": true}'
     s = panel.state
     assert (s.temperature, s.max_new_tokens, s.top_p, s.stop, s.model_kwargs) == (
         0.5, 12, 0.9, ["END", "STOP"], {"do_sample": True})
-    panel.max_new_tokens.value = "twelve"
-    assert "Max new tokens must be an integer" in panel.param_errors.value
+    panel.fields["max_new_tokens"].value = "twelve"
+    assert "max_new_tokens must be an integer" in panel.param_errors.value
     assert s.max_new_tokens == 12  # unchanged while invalid
-    panel.max_new_tokens.value = "7"
-    panel.extra.value = "[1, 2]"
-    assert "Extra JSON must be a JSON object" in panel.param_errors.value
+    panel.fields["max_new_tokens"].value = "7"
+    panel.fields["model_kwargs"].value = "[1, 2]"
+    assert "model_kwargs must be a JSON object" in panel.param_errors.value
 
 
 def test_run_with_interpolation_shows_answer_footer_and_history(panel, ip):
@@ -105,27 +105,27 @@ def test_streaming_run(panel):
     panel.prompt.value = SEED_CONTEXT + "\nQuestion: How long was Elizabeth hospitalized?\nAnswer:"
     run(panel)
     assert EXPECTED in panel.answer.value and "tokens" in panel.footer.value
-    assert panel.state.last.streamed
+    assert panel.runner.last.streamed
 
 
 def test_stop_cancels_a_stream_and_keeps_what_arrived(panel):
     panel.endpoint.value = "trickle"
     panel.stream.value = True
-    panel.max_new_tokens.value = "2000"
+    panel.fields["max_new_tokens"].value = "2000"
     panel.prompt.value = "go"
     panel.run.click()
     time.sleep(0.4)
     assert panel.run.disabled  # busy while running
     panel.stop.click()
     panel.wait()
-    assert panel.state.last.interrupted and "interrupted" in panel.footer.value
-    assert 0 < len(panel.state.last.text.split()) < 2000
+    assert panel.runner.last.interrupted and "interrupted" in panel.footer.value
+    assert 0 < len(panel.runner.last.text.split()) < 2000
 
 
 def test_dry_run_shows_the_request(panel, local):
     panel.endpoint.value = "tgi"
     panel.handler.value = "tgi"
-    panel.temperature.value = "0.3"
+    panel.fields["temperature"].value = "0.3"
     panel.prompt.value = "Hello"
     before = sum(local.calls.values())
     run(panel, panel.dry_run)
@@ -167,24 +167,25 @@ def test_errors_are_shown_in_the_panel(panel):
 
 def test_history_restore_brings_back_prompt_and_settings(panel):
     panel.endpoint.value = "tgi"
-    panel.max_new_tokens.value = "9"
+    panel.fields["max_new_tokens"].value = "9"
     panel.prompt.value = "first prompt"
     run(panel)
     panel.endpoint.value = "lmi"
-    panel.max_new_tokens.value = ""
+    panel.fields["max_new_tokens"].value = ""
     panel.prompt.value = "something else"
     panel.history.value = panel.history.options[0][1]
     panel.restore.click()
     assert panel.prompt.value == "first prompt"
-    assert panel.state.endpoint == "tgi" and panel.max_new_tokens.value == "9"
+    assert panel.state.endpoint == "tgi" and panel.fields["max_new_tokens"].value == "9"
 
 
 def test_panel_and_magics_share_one_state(panel, ip):
-    panel.temperature.value = "0.25"
+    panel.fields["temperature"].value = "0.25"
     panel.endpoint.value = "tgi"
     result = ip.run_cell_magic("sagemaker", "--dry-run --handler tgi", "Hi")
     assert result.endpoint == "tgi" and json.loads(result.request.body)["parameters"]["temperature"] == 0.25
     ip.run_line_magic("sagemaker", "config endpoint=lmi max_new_tokens=4")
-    assert panel.endpoint.value == "lmi" and panel.max_new_tokens.value == "4"
+    assert panel.endpoint.value == "lmi" and panel.fields["max_new_tokens"].value == "4"
     ip.run_cell_magic("sagemaker", "tgi --handler tgi", "from the magic")
+    panel.wait()  # the history list is redrawn at a paced rate
     assert "from the magic" in panel.history.options[0][0]

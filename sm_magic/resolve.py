@@ -1,0 +1,193 @@
+"""What a call means: aliases + defaults + session and detection caches → a concrete :class:`Resolved`.
+
+One :class:`SageMaker` per shell holds the defaults users set (``%config SageMaker.<name>``,
+``%sagemaker config``, the panel — its traits are generated from the parameter table), the
+session, the handler registry, the aliases and the chat histories. The magics and the panel share
+it; :meth:`SageMaker.resolve` is the one place where a call's settings are merged:
+table default < ``%config``/``%sagemaker config``/panel < alias < the cell's own flags.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from traitlets import Bool, Instance, Int
+from traitlets.config import Configurable
+
+from sm_magic.aliases import Alias, AliasStore
+from sm_magic.errors import ConfigError, EndpointNotFound, SageMakerError
+from sm_magic.handlers.base import ContentHandler, Prompt
+from sm_magic.handlers.registry import Registry
+from sm_magic.options import InvokeOptions
+from sm_magic.params import CONFIG_PARAMS, LOCAL_URL, model_params
+from sm_magic.session import Session, SessionSettings
+
+
+@dataclass
+class CallSpec:
+    """One call as the user asked for it: the prompt and the parameter values given for this call."""
+
+    prompt: Prompt
+    values: dict[str, Any] = field(default_factory=dict)  # parameter name → value (flags or form)
+    template: str | None = None  # the prompt before {var} filling, for history
+
+    def get(self, name: str, default: Any = None) -> Any:
+        value = self.values.get(name)
+        return default if value is None else value
+
+
+@dataclass
+class Resolved:
+    """A call ready to send: which session, endpoint, handler, parameters, headers."""
+
+    session: Session
+    endpoint: str
+    handler: ContentHandler
+    params: dict[str, Any]
+    options: InvokeOptions
+    prompt: Prompt
+    values: dict[str, Any]  # every parameter's effective value
+    alias: Alias | None = None
+
+
+def local_url() -> str:
+    return os.environ.get("SM_MAGIC_LOCAL_URL") or LOCAL_URL
+
+
+def session_from_environment() -> Session:
+    """The default session: the AWS default chain, or a local endpoint named in the environment."""
+    url = os.environ.get("SM_MAGIC_LOCAL_URL")
+    if url:
+        return Session.local(url, region=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"))
+    return Session(SessionSettings())
+
+
+def connect(current: Session, *, local: str | None = None, client: Any = None, boto_session: Any = None,
+            keys: dict[str, str | None] | None = None, **changes: Any) -> Session:
+    """A new session, as ``%sagemaker session`` and the panel's Connect build it.
+
+    ``local`` ("" for the default URL) points every service at a local endpoint; ``client`` /
+    ``boto_session`` use the notebook's boto3 objects; ``keys`` are static credentials (used once);
+    other ``changes`` are :class:`SessionSettings` fields applied to ``current``.
+    """
+    changes = {k: v for k, v in changes.items() if v not in (None, "")}
+    keys = {k: v for k, v in (keys or {}).items() if v}
+    if local is not None and not keys:
+        return Session.local(local or local_url(), region=changes.pop("region", None) or "us-east-1", **{
+            k: v for k, v in changes.items() if k not in ("endpoint_url", "control_endpoint_url")})
+    if client is not None or boto_session is not None:
+        model = getattr(getattr(client, "meta", None), "service_model", None)
+        if model is not None and model.service_name != "sagemaker-runtime":
+            raise ConfigError(f"--client needs a 'sagemaker-runtime' client, not '{model.service_name}'.")
+        return Session(SessionSettings(region=changes.get("region")), client=client, boto_session=boto_session)
+    if local is not None:
+        changes.update(endpoint_url=local or local_url(), control_endpoint_url=local or local_url())
+    return current.with_changes(**changes, **keys) if (changes or keys) else current
+
+
+_Defaults = type("_Defaults", (Configurable,), {p.name: p.trait() for p in CONFIG_PARAMS})
+
+
+class SageMaker(_Defaults):  # type: ignore[misc,valid-type]
+    """Defaults for every call (``%config SageMaker.<name>``), the session, handlers, aliases, chats."""
+
+    session = Instance(Session)
+    busy = Bool(False, help="A panel call is running.")
+    history_version = Int(0, help="Bumped when the call history changes (views observe it, paced).")
+
+    def __init__(self, aliases: AliasStore | None = None, session: Session | None = None, **kwargs: Any):
+        super().__init__(session=session or session_from_environment(), **kwargs)
+        self.registry = Registry()
+        self.aliases = aliases or AliasStore()
+        self.chats: dict[str, list[dict[str, str]]] = {}
+        self._detected: dict[tuple[int, str], Any] = {}
+        self._sessions: dict[tuple, Session] = {}
+        self._lock = threading.Lock()
+
+    # -- defaults ------------------------------------------------------------------------------------
+    def defaults(self) -> dict[str, Any]:
+        """The configured value of every configurable parameter."""
+        return {p.name: getattr(self, p.name) for p in CONFIG_PARAMS}
+
+    def values_for(self, spec_values: dict[str, Any], endpoint: str | None = None) -> tuple[dict[str, Any],
+                                                                                          Alias | None]:
+        """Effective values: defaults < alias < this call's; and the alias used, if any."""
+        name = endpoint or spec_values.get("endpoint") or self.endpoint
+        alias = self.aliases.get(name) if name else None
+        values = {k: v for k, v in self.defaults().items() if v not in (None, "", [], {})}
+        if alias:
+            values.update(alias.values)
+        values.update({k: v for k, v in spec_values.items() if v is not None})
+        if alias and "model_kwargs" in alias.values and spec_values.get("model_kwargs"):
+            values["model_kwargs"] = {**alias.values["model_kwargs"], **spec_values["model_kwargs"]}
+        values["endpoint"] = alias.endpoint if alias else name
+        return values, alias
+
+    # -- sessions and handlers ---------------------------------------------------------------------
+    def session_for(self, changes: dict[str, Any]) -> Session:
+        """The current session, or a cached variant of it (alias or per-cell overrides)."""
+        changes = {k: v for k, v in changes.items() if v}
+        if not changes:
+            return self.session
+        key = (id(self.session), tuple(sorted(changes.items())))
+        with self._lock:
+            if key not in self._sessions:
+                self._sessions[key] = self.session.with_changes(**changes)
+            return self._sessions[key]
+
+    def set_session(self, session: Session) -> None:
+        with self._lock:
+            self._sessions.clear()
+            self._detected.clear()
+        self.session = session
+
+    def handler_for(self, session: Session, endpoint: str, name: str) -> ContentHandler:
+        if name != "auto":
+            return self.registry.get(name)
+        return self.registry.get(self.detect(session, endpoint).handler)
+
+    def detect(self, session: Session, endpoint: str) -> Any:
+        """Detect (once per session and endpoint) which preset the endpoint speaks."""
+        from sm_magic.handlers.detect import DEFAULT, Detection, detect
+
+        key = (id(session), endpoint)
+        if key not in self._detected:
+            try:
+                found = detect(session.sagemaker, endpoint)
+            except EndpointNotFound:
+                raise
+            except SageMakerError as e:  # e.g. no sagemaker:DescribeEndpoint permission
+                return Detection(DEFAULT, "", "", f"detection failed ({e.message}); using the default")
+            with self._lock:
+                self._detected[key] = found
+        return self._detected[key]
+
+    # -- resolving ---------------------------------------------------------------------------------------
+    def resolve(self, spec: CallSpec) -> Resolved:
+        values, alias = self.values_for(spec.values)
+        endpoint = values["endpoint"]
+        if not endpoint:
+            raise ConfigError(
+                "No endpoint given. Name one (`%%sagemaker my-endpoint`), set a default with "
+                "`%sagemaker config endpoint=NAME`, or list them with `%sagemaker endpoints`."
+            )
+        changes = alias.session_changes() if alias else {}
+        changes.update({k: spec.values[k] for k in ("region", "profile") if spec.values.get(k)})
+        session = self.session_for(changes)
+        handler = self.handler_for(session, endpoint, values.get("handler") or "auto")
+        prompt = spec.prompt
+        if values.get("chat"):
+            if not handler.chat:
+                raise ConfigError(f"--chat needs a messages-API handler (tgi-messages, lmi-chat, llama2-chat); "
+                                  f"'{handler.name}' takes plain prompts.")
+            prompt = [*self.chats.get(endpoint, []), {"role": "user", "content": str(spec.prompt)}]
+        options = InvokeOptions.from_values(values)
+        return Resolved(session, endpoint, handler, model_params(values), options, prompt, values, alias)
+
+    def remember_chat(self, resolved: Resolved, answer: str) -> None:
+        if resolved.values.get("chat"):
+            self.chats[resolved.endpoint] = [*resolved.prompt, {"role": "assistant", "content": answer}]
+
