@@ -6,9 +6,9 @@ import json
 
 import pytest
 
+from sm_magic.calls import build_request, invoke, stream
 from sm_magic.errors import ConfigError
 from sm_magic.handlers.registry import Registry
-from sm_magic.calls import build_request, invoke, stream
 from sm_magic.options import InvokeOptions
 
 REGISTRY = Registry()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from sm_magic.calls import invoke, stream
 from sm_magic.errors import (
     ConnectionFailed,
     CredentialsError,
@@ -17,7 +18,6 @@ from sm_magic.errors import (
     ValidationFailed,
 )
 from sm_magic.handlers.registry import Registry
-from sm_magic.calls import invoke, stream
 from sm_magic.local import EndpointSpec, Fault, LocalEndpoint, ServerConfig
 from sm_magic.session import Session, SessionSettings
 from tests.conftest import SEED_PROMPT

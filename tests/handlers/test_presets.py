@@ -6,11 +6,11 @@ import json
 
 import pytest
 
+from sm_magic.calls import invoke, stream
 from sm_magic.errors import ConfigError, HandlerError
 from sm_magic.handlers import JSONTemplate, Registry
 from sm_magic.handlers.base import Body, LLMContentHandler, adapt
 from sm_magic.handlers.detect import detect
-from sm_magic.calls import invoke, stream
 from sm_magic.local import Fault
 from tests.conftest import SEED_PROMPT
 
