@@ -15,7 +15,6 @@ from typing import Any
 
 from sm_magic.errors import HandlerError
 from sm_magic.handlers.base import Body, JSONHandler, Output, Prompt
-from sm_magic.handlers.presets import walk
 
 Vectors = list[list[float]]
 
@@ -100,7 +99,8 @@ class JumpStartEmbeddings(EmbeddingsHandler):
 
 class JSONTemplateEmbeddings(EmbeddingsHandler):
     """Any JSON container: ``"{texts}"`` in the template becomes the list of texts, ``"{params}"``
-    the model parameters; ``response_path`` (e.g. ``vectors`` or ``data[0].embeddings``) finds the vectors.
+    the model parameters; ``response_path``, a JMESPath expression (``vectors``, ``data[*].embedding``),
+    finds the vectors.
     """
 
     def __init__(self, request_template: dict | str, response_path: str = "", batch_size: int = 32,
@@ -125,10 +125,17 @@ class JSONTemplateEmbeddings(EmbeddingsHandler):
     def vectors(self, data: Any, body: bytes) -> Any:
         if not self.response_path:
             return data
+        import jmespath
+        from jmespath.exceptions import JMESPathError
+
         try:
-            return walk(data, self.response_path)
-        except (KeyError, IndexError, TypeError, ValueError):
-            raise self.shape_error(f"vectors at {self.response_path!r}", body) from None
+            found = jmespath.search(self.response_path, data)
+        except JMESPathError as e:
+            raise HandlerError(f"response path {self.response_path!r} is not valid JMESPath ({e}).",
+                               handler=self.name) from None
+        if found is None:
+            raise self.shape_error(f"vectors at {self.response_path!r}", body)
+        return found
 
 
 class LangChainEmbeddingsHandler(EmbeddingsHandler):
