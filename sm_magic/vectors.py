@@ -133,6 +133,9 @@ class VectorIndex:
         """Read rows this process lacks into the matrix (all of the space when ``hashes`` is None)."""
         db = self._conn()
         if hashes is None:
+            stored = db.execute("SELECT count(*) FROM vectors WHERE space = ?", (self.space,)).fetchone()[0]
+            if stored == len(self._pos):
+                return
             rows = db.execute("SELECT hash, vector, text FROM vectors WHERE space = ?", (self.space,)).fetchall()
         else:
             rows = []
