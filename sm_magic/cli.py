@@ -150,9 +150,11 @@ def demo(args: argparse.Namespace) -> int:
 def lab(args: argparse.Namespace) -> int:
     server = _start(args)
     env = {**os.environ, **environment(server)}
+    command = [sys.executable, "-m", "jupyterlab", "--notebook-dir", str(ROOT / "notebooks")]
+    if os.geteuid() == 0:  # containers and CI machines often run as root; JupyterLab refuses that unless told
+        command.append("--allow-root")
     try:
-        return subprocess.call([sys.executable, "-m", "jupyterlab", "--notebook-dir", str(ROOT / "notebooks")],
-                               env=env)
+        return subprocess.call(command, env=env)
     except KeyboardInterrupt:
         return 0
     finally:
