@@ -11,16 +11,17 @@ that never see half a write, with no lock files or rewrite-and-rename of a growi
 process keeps the rows it has read as one in-memory float32 matrix and reads only rows it lacks.
 
 **Search: numpy brute force** (one matrix-vector product + ``argpartition``), exact. Measured for
-top-5 over 100,000 × 384 float32 vectors on the 2-core build machine while it was shared (load
-average ≈ 9): numpy 42–49 ms, usearch's exact SIMD search 11–24 ms, faiss-cpu ``IndexFlatIP``
-128 ms, usearch HNSW 1.3 ms but 6 minutes to build and 8 % recall on random vectors. None of
-the libraries is exact *and* clearly within the 20 ms goal there, and the index of a 2 MB document set
-holds ~2,500 vectors (well under 1 ms with numpy), so the simplest exact method stays: numpy,
-no extra dependency. ``python -m bench`` measures it again on your machine.
+top-5 over 100,000 × 384 float32 vectors on the 2-core build machine (shared with other work, so
+numbers moved with the load): numpy 16 ms (42–49 ms at load average 9), usearch's exact SIMD
+search 12 ms (24 ms), faiss-cpu ``IndexFlatIP`` 40 ms (128 ms), usearch HNSW 1.3 ms but 6 minutes
+to build and 8 % recall@5 on random vectors. numpy meets the 20 ms goal, is exact, and needs no
+extra dependency; usearch's ~1.4× does not earn one. (The index of a 2 MB document set holds
+~2,000 vectors: well under 1 ms.) ``bench/embeddings.py`` measures it again on your machine.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import sqlite3
@@ -58,7 +59,7 @@ class Chunk:
     source: str = ""
     index: int = 0
 
-    @property
+    @functools.cached_property
     def hash(self) -> str:
         return chunk_hash(self.text)
 
@@ -94,9 +95,11 @@ class VectorIndex:
         self._lock = threading.Lock()
         self._db: sqlite3.Connection | None = None
         self._pos: dict[str, int] = {}  # hash → row of the in-memory matrix
+        self._order: list[str] = []  # row → hash
         self._rows: list[np.ndarray] = []
         self._matrix = np.zeros((0, 0), np.float32)
         self._texts: dict[str, str] = {}
+        self._synced: int | None = None  # data_version when the whole space was last read
 
     def __repr__(self) -> str:
         return f"<VectorIndex {self.path} space={self.space!r}>"
@@ -133,9 +136,10 @@ class VectorIndex:
         """Read rows this process lacks into the matrix (all of the space when ``hashes`` is None)."""
         db = self._conn()
         if hashes is None:
-            stored = db.execute("SELECT count(*) FROM vectors WHERE space = ?", (self.space,)).fetchone()[0]
-            if stored == len(self._pos):
+            version = db.execute("PRAGMA data_version").fetchone()[0]  # changes when another connection commits
+            if version == self._synced:
                 return
+            self._synced = version
             rows = db.execute("SELECT hash, vector, text FROM vectors WHERE space = ?", (self.space,)).fetchall()
         else:
             rows = []
@@ -147,6 +151,7 @@ class VectorIndex:
         for h, blob, text in rows:
             if h not in self._pos:
                 self._pos[h] = len(self._pos)
+                self._order.append(h)
                 self._rows.append(np.frombuffer(blob, np.float32))
                 self._texts[h] = text
 
@@ -201,29 +206,35 @@ class VectorIndex:
         """
         if k < 1:
             raise ValueError("k must be at least 1")
+        first: dict[str, Chunk] = {}  # hash → the first chunk with that text
         with self._lock:
             if among is None:
                 self._fetch(None)
-                first = {h: Chunk(self._texts[h]) for h in self._pos}
             else:
-                first = {}
                 for c in among:
                     first.setdefault(c.hash, c)
                 self._fetch(list(first))
                 absent = [h for h in first if h not in self._pos]
                 if absent:
                     raise VectorIndexError(f"{len(absent)} of the chunks have no vector in this index: "
-                                      "embed them first (embed_missing).")
-            matrix = self._stored()
-        if not first:
+                                           "embed them first (embed_missing).")
+            matrix, order, texts = self._stored(), self._order, self._texts
+        if matrix.shape[0] == 0 or (among is not None and not first):
             return []
         query = _unit(np.asarray(query_vec, np.float32).reshape(-1))
         if matrix.shape[1] != query.shape[0]:
             raise VectorIndexError(f"The query has {query.shape[0]} dimensions; the index holds {matrix.shape[1]}.")
-        hashes = list(first)
-        rows = np.fromiter((self._pos[h] for h in hashes), np.int64, len(hashes))
-        scores = (matrix @ query)[rows] if len(rows) * 4 > matrix.shape[0] else matrix[rows] @ query
+        if among is None:
+            rows = np.arange(matrix.shape[0])
+            scores = matrix @ query
+        else:
+            rows = np.fromiter((self._pos[h] for h in first), np.int64, len(first))
+            scores = (matrix @ query)[rows] if len(rows) * 4 > matrix.shape[0] else matrix[rows] @ query
         k = min(k, len(rows))
         top = np.argpartition(-scores, k - 1)[:k]
         top = top[np.argsort(-scores[top], kind="stable")]
-        return [Hit(first[hashes[i]], float(scores[i])) for i in top]
+        hits = []
+        for i in top:
+            h = order[rows[i]]
+            hits.append(Hit(first[h] if among is not None else Chunk(texts[h]), float(scores[i])))
+        return hits

@@ -167,3 +167,12 @@ def test_the_default_path_is_in_the_sm_magic_home(tmp_path, monkeypatch):
     index = VectorIndex(space="s")
     index.embed_missing([Chunk("x")], lambda texts: [[1.0]])
     assert index.path == Path(tmp_path) / "embeddings.sqlite" and index.path.exists()
+
+
+def test_a_reader_sees_vectors_another_writer_added_later(tmp_path):
+    reader = VectorIndex(tmp_path / "i.sqlite", space="s")
+    writer = VectorIndex(tmp_path / "i.sqlite", space="s")
+    writer.embed_missing([Chunk("first")], lambda texts: [[1.0, 0.0]])
+    assert [h.chunk.text for h in reader.search([1.0, 0.0], k=5)] == ["first"]
+    writer.embed_missing([Chunk("second")], lambda texts: [[0.0, 1.0]])
+    assert [h.chunk.text for h in reader.search([0.0, 1.0], k=5)] == ["second", "first"]
