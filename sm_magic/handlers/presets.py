@@ -37,7 +37,7 @@ def _tgi_usage(details: Any, prompt_tokens: int | None = None) -> dict[str, int]
 
 
 class TGI(JSONHandler):
-    """HuggingFace TGI: ``{"inputs", "parameters", "stream"}`` → ``[{"generated_text"}]``; SSE tokens."""
+    """Hugging Face TGI: sends the prompt as "inputs" with "parameters", reads "generated_text"; streams tokens."""
 
     name = "tgi"
 
@@ -74,7 +74,7 @@ class TGI(JSONHandler):
 
 
 class ChatCompletions(JSONHandler):
-    """OpenAI-style chat (TGI messages API, LMI chat): ``messages`` → ``choices[0].message``."""
+    """OpenAI-style chat (TGI Messages API): sends "messages", reads choices[0].message.content; streams chunks."""
 
     name = "tgi-messages"
     chat = True
@@ -120,11 +120,13 @@ class ChatCompletions(JSONHandler):
 
 
 class LMIChat(ChatCompletions):
+    """DJL LMI chat: OpenAI-style "messages" in, choices[0].message.content out; streams chunks."""
+
     name = "lmi-chat"
 
 
 class LMI(JSONHandler):
-    """DJL LMI rolling batch: ``{"generated_text"}``; JSON-lines tokens; in-band errors."""
+    """DJL LMI (rolling batch): sends "inputs" with "parameters", reads "generated_text"; streams JSON lines."""
 
     name = "lmi"
 
@@ -162,7 +164,7 @@ class LMI(JSONHandler):
 
 
 class Llama2Chat(JSONHandler):
-    """JumpStart Llama-2 chat: dialogs in ``inputs``; needs ``accept_eula=true``."""
+    """JumpStart Llama 2 chat: sends the conversation as "inputs", reads generation.content; sends accept_eula=true."""
 
     name = "llama2-chat"
     chat = True
@@ -182,7 +184,7 @@ class Llama2Chat(JSONHandler):
 
 
 class FlanT5(JSONHandler):
-    """JumpStart Flan-T5: ``{"text_inputs", ...params}`` → ``{"generated_texts": [...]}``."""
+    """JumpStart Flan-T5: sends "text_inputs" with the parameters, reads the first of "generated_texts"."""
 
     name = "flan-t5"
     streams = False
@@ -203,7 +205,7 @@ class FlanT5(JSONHandler):
 
 
 class Embedding(JSONHandler):
-    """JumpStart text embedding: raw text (``application/x-text``) → ``{"embedding": [...]}``."""
+    """JumpStart text embedding: sends the raw text, reads the "embedding" vector (the answer names its size)."""
 
     name = "embedding"
     content_type = "application/x-text"
@@ -223,7 +225,7 @@ class Embedding(JSONHandler):
 
 
 class PlainText(JSONHandler):
-    """Raw text both ways (``text/plain``); streamed bytes are the text."""
+    """Plain text both ways: the prompt is the request body and the response body is the answer."""
 
     name = "text"
     content_type = "text/plain"
