@@ -11,7 +11,6 @@ Keys and their types come from the parameter table (:data:`~sm_magic.params.ALIA
 
 from __future__ import annotations
 
-import configparser
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,46 +64,85 @@ class Alias:
 
 
 class AliasStore:
-    """Reads and writes aliases; the file is read when the store is made and on :meth:`reload`."""
+    """Aliases in a file many kernels share: every read is tolerant, every change is made under an
+    inter-process lock on a fresh read and written atomically (:class:`~sm_magic.inifile.IniFile`).
+
+    A damaged file never stops ``%load_ext``: what can be read is used, and one warning names the
+    file, the line and what is wrong. An alias whose keys are wrong is reported when it is used.
+    """
 
     def __init__(self, path: Path | str | None = None):
+        from sm_magic.inifile import IniFile
+
         self.path = Path(path).expanduser() if path else default_path()
+        self.file = IniFile(self.path)
         self._aliases: dict[str, Alias] = {}
+        self.problems: dict[str, str] = {}  # alias name → what is wrong with it
+        self._shown: set[str] = set()
+        self._read_stamp: tuple[int, int] | None = None
         self.reload()
 
-    def reload(self) -> None:
-        parser = configparser.ConfigParser(interpolation=None)
-        if self.path.exists():
-            try:
-                parser.read(self.path)
-            except configparser.Error as e:
-                raise ConfigError(f"{self.path} is not a valid INI file: {e}") from None
-        self._aliases = {name: Alias.from_section(name, dict(parser[name]), str(self.path))
-                         for name in parser.sections()}
+    def _stamp(self) -> tuple[int, int] | None:
+        try:
+            stat = self.path.stat()
+        except OSError:
+            return None
+        return stat.st_mtime_ns, stat.st_size
 
-    def _write(self) -> None:
-        parser = configparser.ConfigParser(interpolation=None)
-        for alias in self._aliases.values():
-            parser[alias.name] = alias.to_section()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("w") as fh:
-            parser.write(fh)
+    def fresh(self) -> AliasStore:
+        """Re-read if another kernel changed the file since the last read (one stat call)."""
+        if self._stamp() != self._read_stamp:
+            self.reload()
+        return self
+
+    def reload(self) -> None:
+        """Read the file again (other kernels may have changed it)."""
+        self._read_stamp = self._stamp()
+        data = self.file.read()
+        self._load(data.sections)
+        self._warn([str(w) for w in data.warnings])
+
+    def _load(self, sections: dict[str, dict[str, str]]) -> None:
+        aliases, problems = {}, {}
+        for name, section in sections.items():
+            try:
+                aliases[name] = Alias.from_section(name, section, str(self.path))
+            except ConfigError as e:
+                problems[name] = e.message
+        self._aliases, self.problems = aliases, problems
+
+    def _warn(self, messages: list[str]) -> None:
+        import warnings
+
+        fresh = [m for m in [*messages, *self.problems.values()] if m not in self._shown]
+        if fresh:
+            self._shown.update(fresh)
+            warnings.warn("sm_magic aliases: " + "; ".join(fresh), stacklevel=3)
+
+    def _change(self, change: Any) -> Any:
+        result, problems = self.file.update(change)
+        self.reload()
+        self._warn([str(w) for w in problems])
+        return result
 
     def add(self, alias: Alias) -> None:
-        self._aliases[alias.name] = alias
-        self._write()
+        self._change(lambda sections: sections.__setitem__(alias.name, alias.to_section()))
 
     def remove(self, name: str) -> None:
-        if name not in self._aliases:
+        def drop(sections: dict[str, dict[str, str]]) -> bool:
+            return sections.pop(name, None) is not None
+
+        if not self._change(drop):
             raise ConfigError(f"No alias '{name}'. Saved aliases: {', '.join(self._aliases) or 'none'}.")
-        del self._aliases[name]
-        self._write()
 
     def get(self, name: str) -> Alias | None:
+        self.fresh()
+        if name in self.problems:
+            raise ConfigError(self.problems[name], hint="Fix the alias with `%sagemaker alias add` or edit the file.")
         return self._aliases.get(name)
 
     def __iter__(self):
-        return iter(list(self._aliases.values()))
+        return iter(list(self.fresh()._aliases.values()))
 
     def __len__(self) -> int:
         return len(self._aliases)

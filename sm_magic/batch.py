@@ -73,15 +73,14 @@ class BatchResult(Sequence[Outcome]):
     """The outcomes of a batch, in input order. ``texts`` has None where an item failed."""
 
     def __init__(self, items: list[Any], run_one: Callable[[Any], Result], concurrency: int,
-                 progress: bool = True, label: str = "sagemaker",
-                 on_result: Callable[[int, Outcome], None] | None = None):
+                 progress: bool = True, label: str = "sagemaker", indexed: bool = False):
         self.items = items
         self.outcomes: list[Outcome] = [None] * len(items)
         self.run_one = run_one
         self.concurrency = max(1, concurrency)
         self.progress = progress
         self.label = label
-        self.on_result = on_result
+        self.indexed = indexed  # run_one(index, item) instead of run_one(item)
         self.interrupted = False
         self.elapsed = 0.0
         self.job_id: str | None = None
@@ -122,7 +121,8 @@ class BatchResult(Sequence[Outcome]):
 
         try:
             with throttles_surface():  # the limiter, not botocore's backoff, answers throttling here
-                outcome: Any = self.run_one(self.items[index])
+                item = self.items[index]
+                outcome: Any = self.run_one(index, item) if self.indexed else self.run_one(item)
         except SageMakerError as e:
             outcome = e
         except Exception as e:
@@ -133,7 +133,9 @@ class BatchResult(Sequence[Outcome]):
         """Run the given items (default: every item not finished yet); returns self."""
         from tqdm.auto import tqdm
 
-        todo: deque[int] = deque(range(len(self.items)) if indices is None else indices)
+        if indices is None:
+            indices = [i for i, o in enumerate(self.outcomes) if o is None]
+        todo: deque[int] = deque(indices)
         retries: dict[int, int] = {}
         waiting: list[tuple[float, int]] = []  # throttled items: (not before, index)
         self.interrupted = False
@@ -171,7 +173,7 @@ class BatchResult(Sequence[Outcome]):
                     outcome = ItemError(index, self.items[index], outcome)
                     self._failed += 1
                     bar.set_postfix(failed=self._failed, refresh=False)
-                self._settle(index, outcome)
+                self.outcomes[index] = outcome
                 bar.update(1)
         except KeyboardInterrupt:
             self.interrupted = True
@@ -180,11 +182,6 @@ class BatchResult(Sequence[Outcome]):
             bar.close()
             self.elapsed = time.perf_counter() - start
         return self
-
-    def _settle(self, index: int, outcome: Outcome) -> None:
-        self.outcomes[index] = outcome
-        if self.on_result is not None:
-            self.on_result(index, outcome)
 
     def load(self, index: int, result: Result) -> None:
         """A result finished earlier (resume): kept without calling the endpoint."""

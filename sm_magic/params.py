@@ -238,6 +238,7 @@ PARAMS: tuple[Param, ...] = (
     P("max_calls", BATCH, "int", "a batch or QA run above this many calls asks for --yes first", default=200, low=1,
       flag=False, config=True),
     P("yes", BATCH, "bool", "go ahead with a batch or QA run above max_calls"),
+    P("resume", BATCH, "bool", "batch: load the items an earlier run of this cell finished; call only the rest"),
     # output
     P("out", VIEW, "str", "store the Result in VAR (also: `VAR <<` before ENDPOINT)", short="-o", metavar="VAR"),
     P("format", VIEW, "str", "how the answer renders", default="markdown", choices=("markdown", "text", "json"),
@@ -250,6 +251,10 @@ SETTINGS: tuple[Param, ...] = (
       config=True),
     P("debug", VIEW, "bool", "full tracebacks instead of one-paragraph errors", default=False, flag=False,
       config=True),
+    P("log", VIEW, "bool", "journal every call (prompt, answer, timing) in the SQLite file under home", default=True,
+      flag=False, config=True),
+    P("home", VIEW, "str", "folder of the journal and aliases (default $SM_MAGIC_HOME or ~/.sm_magic)", default="",
+      flag=False, config=True),
 )
 
 # Session settings: `%sagemaker config` keys applied to the session (botocore's Config).

@@ -14,6 +14,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any, Protocol
 
 from sm_magic.errors import ConfigError, SageMakerError
@@ -84,6 +85,22 @@ class Runner:
         self.last: Any = None
         self.listeners: list[Callable[[HistoryEntry], None]] = []
         self._lock = threading.Lock()
+        self._journal: Any = None
+
+    @property
+    def journal(self) -> Any:
+        """The call journal under the sm_magic home (opened on first use; a disabled one when ``log`` is off)."""
+        from sm_magic.journal import FILENAME, Journal, home
+
+        path = (Path(self.state.home).expanduser() if self.state.home else home()) / FILENAME
+        enabled = bool(self.state.log)
+        with self._lock:
+            current = self._journal
+            if current is None or current.path != path or current.enabled != enabled:
+                if current is not None:
+                    current.close()
+                self._journal = Journal(path, enabled=enabled)
+            return self._journal
 
     # -- the one entry point -------------------------------------------------------------------------
     def run(self, spec: CallSpec, live: Live | None = None) -> Any:
@@ -120,7 +137,7 @@ class Runner:
             result = invoke(resolved.session, resolved.endpoint, resolved.prompt, resolved.handler,
                             resolved.params, resolved.options, dry_run=dry_run)
         except SageMakerError as e:
-            self.record(spec, resolved, started, None, type(e).__name__)
+            self.record(spec, resolved, started, None, type(e).__name__, e)
             raise
         if not dry_run:
             self.record(spec, resolved, started, result, "ok")
@@ -154,7 +171,7 @@ class Runner:
         result = s.result
         assert result is not None
         status = type(error).__name__ if error else result.status
-        self.record(spec, resolved, started, result, status)
+        self.record(spec, resolved, started, result, status, error)
         if error is not None:
             error.result = result  # type: ignore[attr-defined]
             raise error
@@ -162,11 +179,14 @@ class Runner:
         return result
 
     def record(self, spec: CallSpec, resolved: Resolved, started: float, result: Result | None,
-               status: str) -> None:
-        """A summary in memory for the views (listeners are told; their failures never reach the call)."""
+               status: str, error: SageMakerError | None = None, job: tuple[int, int] | None = None) -> None:
+        """The call in the journal (when ``log`` is on) and a summary in memory for the views (listeners
+        are told; their failures never reach the call)."""
         prompt = spec.prompt if isinstance(spec.prompt, str) else str(spec.prompt[-1].get("content", ""))
         kept = {k: v for k, v in resolved.values.items() if isinstance(v, str | int | float | bool | list | dict)}
         template = spec.template if spec.template is not None else prompt
+        if self.state.log:
+            self._journal_call(spec, resolved, started, result, error, job, prompt)
         entry = HistoryEntry(
             when=started, endpoint=resolved.endpoint, handler=resolved.handler.name, prompt=template[:KEPT_PROMPT],
             latency=result.latency if result else None, tokens=result.tokens if result else None,
@@ -179,6 +199,26 @@ class Runner:
                 listener(entry)
             except Exception:  # a view's failure must not cost the user their answer
                 self.listeners.remove(listener)
+
+    def _journal_call(self, spec: CallSpec, resolved: Resolved, started: float, result: Result | None,
+                      error: SageMakerError | None, job: tuple[int, int] | None, prompt: str) -> None:
+        from sm_magic.journal import CallRecord
+
+        record = CallRecord(
+            resolved.endpoint, printable(prompt), status="error" if error else (result.status if result else "error"),
+            answer=result.text if result else None, handler=resolved.handler.name,
+            region=resolved.session.settings.region, params=resolved.params, options=resolved.options.set(),
+            usage=result.usage if result else None, latency=result.latency if result else None,
+            first_token=result.first_token if result else None,
+            error_class=type(error).__name__ if error else None, error_message=error.explain() if error else None,
+            job_id=job[0] if job else None, item=job[1] if job else None, template=spec.template, time=started)
+        try:
+            self.journal.record_call(record)
+        except SageMakerError as e:  # the journal must never cost an answer: say so once, stop logging
+            self.state.log = False
+            import warnings
+
+            warnings.warn(f"sm_magic: calls are no longer journaled: {e.explain()}", stacklevel=2)
 
     # -- document QA -----------------------------------------------------------------------------------
     def concurrency_for(self, resolved: Resolved, requested: int | None) -> tuple[int, Resolved]:
@@ -195,27 +235,70 @@ class Runner:
             resolved = replace(resolved, session=self.state.session_for(changes))
         return requested, resolved
 
-    def _asker(self, spec: CallSpec, resolved: Resolved) -> Callable[[str], Result]:
-        """Calls for the QA/batch items: the same resolution, the session sized for the pool."""
+    def _asker(self, spec: CallSpec, resolved: Resolved, job_id: int = 0) -> Callable[[int, str], Result]:
+        """Calls for the items of a job: the same resolution, the session sized for the pool, each
+        journaled with the job and its index as it completes."""
         values = {**spec.values, "chat": False, "stream": False, "dry_run": False, "docs": None, "batch": None}
 
-        def ask(prompt: str) -> Result:
-            return self._call_resolved(replace(spec, prompt=prompt, values=values, template=None), resolved)
+        def ask(index: int, prompt: str) -> Result:
+            from sm_magic.calls import invoke
+
+            item_spec = replace(spec, prompt=prompt, values=values, template=None)
+            item = replace(resolved, prompt=prompt)
+            job = (job_id, index) if job_id else None
+            started = time.time()
+            try:
+                result = invoke(item.session, item.endpoint, prompt, item.handler, item.params, item.options)
+            except SageMakerError as e:
+                self.record(item_spec, item, started, None, type(e).__name__, e, job)
+                raise
+            if job_id:  # a job can hold 100,000 answers: keep the answer, not the bytes
+                result.request = result.body = None
+            self.record(item_spec, item, started, result, "ok", None, job)
+            return result
 
         return ask
 
-    def _call_resolved(self, spec: CallSpec, resolved: Resolved) -> Result:
-        from sm_magic.calls import invoke
+    def _job(self, kind: str, spec: CallSpec, resolved: Resolved, prompts: list[str], workers: int,
+             resume: bool, label: str, progress: bool = True) -> Any:
+        """Run prompts as a journaled job; with ``resume``, items an earlier run of the same job finished
+        are loaded from the journal instead of called."""
+        from sm_magic.batch import BatchResult
+        from sm_magic.journal import fingerprint
 
-        started = time.time()
-        item = replace(resolved, prompt=spec.prompt)
-        try:
-            result = invoke(item.session, item.endpoint, item.prompt, item.handler, item.params, item.options)
-        except SageMakerError as e:
-            self.record(spec, item, started, None, type(e).__name__)
-            raise
-        self.record(spec, item, started, result, "ok")
-        return result
+        journal = self.journal
+        found, job_id = None, 0
+        if journal.enabled:
+            key = fingerprint(resolved.endpoint, spec.template, resolved.params, resolved.options.set(), prompts)
+            found = journal.find_job(key) if resume else None
+            job_id = found.id if found else journal.start_job(kind, resolved.endpoint, key, len(prompts),
+                                                              _job_meta(spec, resolved, prompts))
+        batch = BatchResult(prompts, self._asker(spec, resolved, job_id), workers, progress, label, indexed=True)
+        batch.job_id = job_id or None
+        if found is not None:
+            for index, record in journal.finished_items(found.id).items():
+                if 0 <= index < len(prompts):
+                    batch.load(index, Result(record.answer or "", resolved.endpoint, record.handler or "",
+                                             latency=record.latency or 0.0, usage=dict(record.usage or {}) or None,
+                                             params=dict(record.params or {})))
+        batch.run()
+        journal.finish_job(job_id, "interrupted" if batch.interrupted else ("partial" if batch.partial else "ok"))
+        return batch
+
+    def resume(self, job_id: int, concurrency: int | None = None) -> Any:
+        """Finish a journaled batch from its id (another kernel's too): only unfinished items are called."""
+        journal = self.journal
+        job = journal.job(job_id) if journal.enabled else None
+        if job is None:
+            raise ConfigError(f"No job {job_id} in the journal ({journal.path}).",
+                              hint="`%sagemaker jobs` lists them" + ("" if journal.enabled else "; logging is off"))
+        if job.kind != "batch" or "prompts" not in job.meta:
+            raise ConfigError(f"Job {job_id} ({job.kind}) cannot be resumed by its id: its prompts were not kept.",
+                              hint="Re-run its cell with --resume: finished items are loaded from the journal.")
+        spec = CallSpec("", {**job.meta["values"], "endpoint": job.endpoint}, job.meta.get("template"))
+        resolved = self.state.resolve(replace(spec, prompt=job.meta["prompts"][0] if job.meta["prompts"] else ""))
+        workers, resolved = self.concurrency_for(resolved, concurrency or resolved.values.get("concurrency"))
+        return self._job("batch", spec, resolved, job.meta["prompts"], workers, True, resolved.endpoint)
 
     def answer(self, spec: CallSpec, docs: Any, *, template: Any = None, mode: str | None = None,
                context_tokens: int | None = None, concurrency: int | None = None,
@@ -223,7 +306,7 @@ class Runner:
         """Answer the spec's prompt (the question) from ``docs``; map steps run concurrently.
 
         Ctrl-C during the map step stops at once (no answer from what finished)."""
-        from sm_magic.batch import BatchResult, ItemError
+        from sm_magic.batch import ItemError
         from sm_magic.qa import answer
 
         plan = self.plan(spec, docs, template=template, mode=mode, context_tokens=context_tokens)
@@ -231,10 +314,13 @@ class Runner:
         self.check_budget(len(plan.prompts) if plan.mode == "map-reduce" else len(plan.chunks), resolved,
                           plan.describe())
         workers, resolved = self.concurrency_for(resolved, concurrency or resolved.values.get("concurrency"))
-        ask = self._asker(spec, resolved)
+        single = self._asker(spec, resolved)
 
-        def ask_many(prompts: list[str]) -> list[Any]:
-            batch = BatchResult(prompts, ask, workers, label="map").run()
+        def ask(prompt: str) -> Result:
+            return single(0, prompt)
+
+        def ask_many(prompts: list[str]) -> list[Any]:  # a retry after a failure or Ctrl-C redoes only the rest
+            batch = self._job("qa-map", spec, resolved, prompts, workers, resume=True, label="map")
             if batch.interrupted:
                 raise KeyboardInterrupt
             return [o.error if isinstance(o, ItemError) else o for o in batch.outcomes]
@@ -266,8 +352,8 @@ class Runner:
     # -- batches ---------------------------------------------------------------------------------------
     def batch(self, spec: CallSpec, items: Any, namespace: Mapping[str, Any], *, column: str | None = None,
               concurrency: int | None = None, dry_run: bool = False, progress: bool = True) -> Any:
-        """The cell template once per item (``{text}`` is the item or its ``column``)."""
-        from sm_magic.batch import BatchResult, batch_prompts
+        """The cell template once per item (``{text}`` is the item or its ``column``); a journaled job."""
+        from sm_magic.batch import batch_prompts
 
         template = spec.template if spec.template is not None else str(spec.prompt)
         prompts = batch_prompts(template, items, namespace, column)
@@ -281,5 +367,22 @@ class Runner:
             first = build_request(resolved.endpoint, resolved.prompt, resolved.handler, resolved.params,
                                   resolved.options).describe() if prompts else ""
             return BatchPlan(resolved.endpoint, len(prompts), workers, first)
-        batch = BatchResult(prompts, self._asker(spec, resolved), workers, progress, resolved.endpoint)
-        return batch.run()
+        return self._job("batch", spec, resolved, prompts, workers, bool(spec.values.get("resume")),
+                         resolved.endpoint, progress)
+
+
+KEPT_PROMPTS = 20_000_000  # characters of a batch's prompts kept with its job, so `resume JOB` needs no cell
+
+
+def _job_meta(spec: CallSpec, resolved: Resolved, prompts: list[str]) -> dict[str, Any]:
+    """What a job keeps to be resumed by id: its settings (never credentials) and, if not huge, its prompts."""
+    from sm_magic.params import BY_NAME
+
+    values = {k: v for k, v in spec.values.items()
+              if k in BY_NAME and k not in ("docs", "batch", "template") and isinstance(v, str | int | float | bool
+                                                                                         | list | dict)}
+    values.update(handler=resolved.handler.name, model_kwargs=resolved.params)
+    meta: dict[str, Any] = {"handler": resolved.handler.name, "template": spec.template, "values": values}
+    if sum(map(len, prompts)) <= KEPT_PROMPTS:
+        meta["prompts"] = prompts
+    return meta

@@ -159,3 +159,11 @@ def ip(local: LocalEndpoint, tmp_path, monkeypatch: pytest.MonkeyPatch):
     keep = ("In", "Out", "exit", "quit", "get_ipython")
     for name in [n for n in shell.user_ns if not n.startswith("_") and n not in keep]:
         shell.user_ns.pop(name, None)
+
+
+@pytest.fixture(autouse=True)
+def sm_magic_home(tmp_path_factory, monkeypatch: pytest.MonkeyPatch):
+    """Each test's journal and aliases live in a folder of its own, never in ~/.sm_magic."""
+    home = tmp_path_factory.mktemp("sm_magic_home")
+    monkeypatch.setenv("SM_MAGIC_HOME", str(home))
+    return home

@@ -1,4 +1,4 @@
-"""``%sagemaker history``: this kernel's calls; ``history VAR`` stores them."""
+"""``%sagemaker history``: calls from the journal — this kernel's by default, ``--all`` across kernels."""
 
 from __future__ import annotations
 
@@ -8,11 +8,50 @@ from sm_magic.table import Table
 
 
 def add_arguments(p: Any) -> None:
-    p.add_argument("var", nargs="?", help="store the rows in this variable")
+    p.add_argument("var", nargs="?", help="store the rows in this variable (a DataFrame when pandas is there)")
+    p.add_argument("--all", action="store_true", help="every kernel's calls, not only this kernel's")
+    p.add_argument("--endpoint", help="only calls to this endpoint")
+    p.add_argument("--status", help="only calls with this status (ok, error, interrupted, truncated, partial)")
+    p.add_argument("--search", metavar="TEXT", help="only calls whose prompt or answer contains TEXT")
+    p.add_argument("--job", type=int, help="only the calls of this job")
+    p.add_argument("--limit", type=int, default=50, help="newest calls shown (default 50)")
 
 
-def run(ctx: Any, args: Any) -> Table:
-    rows = [entry.row() for entry in list(ctx.runner.history)]
+def run(ctx: Any, args: Any) -> Any:
+    journal = ctx.runner.journal
+    if not journal.enabled:  # logging off: this kernel's summaries in memory
+        rows = [entry.row() for entry in list(ctx.runner.history)][-args.limit:]
+        title = "Calls in this kernel (logging is off: `%sagemaker config log=on` keeps them)"
+    else:
+        from sm_magic.journal import session_id
+
+        records = journal.history(session=None if args.all else session_id(), endpoint=args.endpoint,
+                                  status=args.status, text=args.search, job_id=args.job, limit=args.limit)
+        rows = [_row(r) for r in reversed(records)]
+        title = f"Calls {'in every kernel' if args.all else 'in this kernel'} ({journal.path})"
     if args.var:
-        ctx.namespace[args.var] = rows
-    return Table(rows, title="Calls in this kernel", empty="No calls yet.")
+        ctx.namespace[args.var] = _frame(rows)
+    return Table(rows, title=title, empty="No calls yet.")
+
+
+def _row(record: Any) -> dict[str, Any]:
+    import time
+
+    from sm_magic.runner import PROMPT_HEAD, printable
+
+    head = printable((record.template or record.prompt or "")[:PROMPT_HEAD + 1].replace("\n", " "))
+    usage = record.usage or {}
+    return {"time": time.strftime("%m-%d %H:%M:%S", time.localtime(record.time)), "endpoint": record.endpoint,
+            "handler": record.handler, "prompt": head[:PROMPT_HEAD] + ("…" if len(head) > PROMPT_HEAD else ""),
+            "latency_ms": None if record.latency is None else round(record.latency * 1000),
+            "tokens": usage.get("completion_tokens"),
+            "status": record.error_class if record.status == "error" else record.status,
+            "job": record.job_id}
+
+
+def _frame(rows: list[dict[str, Any]]) -> Any:
+    try:
+        import pandas
+    except ImportError:
+        return rows
+    return pandas.DataFrame(rows)
