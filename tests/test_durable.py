@@ -201,7 +201,8 @@ def test_a_corrupt_aliases_file_never_stops_the_extension(tmp_path, monkeypatch)
     from IPython.core.interactiveshell import InteractiveShell
 
     path = tmp_path / "endpoints.ini"
-    path.write_bytes(b"endpoint = no-section\n[good]\nendpoint = tgi\n[bad]\nendpoint = tgi\nregoin = us-west-2\n\xff\n")
+    path.write_bytes(b"endpoint = no-section\n[good]\nendpoint = tgi\n"
+                     b"[bad]\nendpoint = tgi\nregoin = us-west-2\n\xff\n")
     monkeypatch.setenv("SM_MAGIC_ENDPOINTS", str(path))
     from sm_magic.magics import SageMakerMagics
 
