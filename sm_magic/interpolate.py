@@ -7,6 +7,7 @@ underscore (``__class__``, ``_private``) are refused, and so are positional fiel
 from __future__ import annotations
 
 import _string  # the parser behind str.format's field names
+import difflib
 import string
 from collections.abc import Mapping
 from typing import Any
@@ -36,6 +37,17 @@ def field_names(template: str) -> list[str]:
         if spec:
             names += [n for n in field_names(spec) if n not in names]
     return names
+
+
+def suggest(missing: list[str], namespace: Mapping[str, Any]) -> str:
+    """A did-you-mean for each missing name close to a defined one (difflib), or an empty string."""
+    defined = [n for n in namespace if isinstance(n, str) and not n.startswith("_")]
+    pairs = []
+    for name in missing:
+        near = difflib.get_close_matches(name, defined, n=1, cutoff=0.75)
+        if near:
+            pairs.append(f"{{{near[0]}}}" + (f" for {{{name}}}" if len(missing) > 1 else ""))
+    return f" Did you mean {', '.join(pairs)}?" if pairs else ""
 
 
 class _LookupFormatter(string.Formatter):
@@ -78,7 +90,7 @@ def interpolate(template: str, namespace: Mapping[str, Any]) -> str:
     if missing:
         listed = ", ".join(f"{{{n}}}" for n in missing)
         raise InterpolationError(
-            f"The prompt refers to {listed}, not defined in the notebook. Define "
+            f"The prompt refers to {listed}, not defined in the notebook.{suggest(missing, namespace)} Define "
             f"{'it' if len(missing) == 1 else 'them'} first. {BRACES_HINT}"
         )
     try:

@@ -62,15 +62,20 @@ class Registry:
             return [*PRESETS, *self._custom]
 
     def describe(self) -> list[dict[str, str]]:
-        """One row per handler: name, kind, content type, streaming, what it is."""
+        """One row per handler: name, kind, content type, streaming, and what it does in plain words."""
         rows = []
         for name in self.names():
             handler = self.get(name)
             kind = "preset" if name in PRESETS else "registered"
-            if kind == "preset":
-                doc = (type(handler).__doc__ or name).strip().splitlines()[0]
-            else:
-                doc = type(getattr(handler, "handler", handler)).__name__
+            inner = handler if kind == "preset" else getattr(handler, "handler", handler)
             rows.append({"name": name, "kind": kind, "content_type": handler.content_type,
-                         "streams tokens": "yes" if handler.streams else "no", "about": doc})
+                         "streams tokens": "yes" if handler.streams else "no", "about": about(inner)})
         return rows
+
+
+def about(handler: Any) -> str:
+    """The first sentence of a handler class's docstring without markup, else its class name."""
+    doc = (type(handler).__doc__ or "").strip()  # a class's docstring is its own, never inherited
+    if not doc:
+        return f"{type(handler).__name__} (no description)"
+    return doc.splitlines()[0].replace("``", "").replace("`", "").rstrip()
