@@ -22,6 +22,7 @@ from sm_magic.errors import ConfigError, SageMakerError, Throttled, translate
 from sm_magic.result import Result
 
 PREVIEW_ROWS = 20
+ANSWER_WIDTH = 72  # characters of each answer or error in the preview table
 THROTTLE_RETRIES = 30  # per item, before a throttled item counts as failed
 DECREASE = 0.75  # the limit's factor on throttling
 
@@ -216,32 +217,44 @@ class BatchResult(Sequence[Outcome]):
             parts.append("re-run the rest with `.retry()` or `%sagemaker retry VAR`")
         return " · ".join(parts)
 
-    def rows(self, limit: int = PREVIEW_ROWS) -> list[dict[str, Any]]:
+    def rows(self, limit: int = PREVIEW_ROWS, width: int = ANSWER_WIDTH) -> list[dict[str, Any]]:
+        """The first ``limit`` items as table rows: index, status, the answer or the error (cut to ``width``)."""
         rows = []
         for i, outcome in enumerate(self.outcomes[:limit]):
             if isinstance(outcome, Result):
-                rows.append({"#": i, "status": "ok", "answer": outcome.text[:100],
+                rows.append({"#": i, "status": outcome.status, "answer": _cut(outcome.text, width),
                              "ms": round(outcome.latency * 1000)})
             elif isinstance(outcome, ItemError):
                 rows.append({"#": i, "status": type(outcome.error).__name__,
-                             "answer": outcome.error.explain()[:100], "ms": None})
+                             "answer": _cut(outcome.error.explain(), width), "ms": None})
             else:
                 rows.append({"#": i, "status": "not run", "answer": "", "ms": None})
         return rows
 
+    def _more(self) -> str:
+        hidden = len(self) - PREVIEW_ROWS
+        return f"... {hidden} more (every answer: .texts; every error: .failed)" if hidden > 0 else ""
+
     def _repr_markdown_(self) -> str:
         from sm_magic.table import Table
 
-        table = Table(self.rows())._repr_markdown_()
-        more = f"\n\n… {len(self) - PREVIEW_ROWS} more" if len(self) > PREVIEW_ROWS else ""
+        table = Table(self.rows(), empty="(no items)")._repr_markdown_()
+        more = f"\n\n{self._more()}" if self._more() else ""
         warn = "⚠ " if self.partial else ""
         return f"{warn}**Batch**: {self.summary()}\n\n{table}{more}"
 
     def __repr__(self) -> str:
+        """A numbered table of answers or errors (the first rows, long texts cut) under the summary."""
         from sm_magic.table import Table
 
-        more = f"\n… {len(self) - PREVIEW_ROWS} more (all answers: .texts)" if len(self) > PREVIEW_ROWS else ""
-        return f"Batch: {self.summary()}\n{Table(self.rows())!r}{more}"
+        more = f"\n{self._more()}" if self._more() else ""
+        return f"Batch: {self.summary()}\n{Table(self.rows(), empty='(no items)')!r}{more}"
+
+
+def _cut(text: str, width: int) -> str:
+    """One line of at most ``width`` characters: whitespace runs become one space, a cut ends with …."""
+    line = " ".join(text.split())
+    return line if len(line) <= width else line[:width - 1] + "…"
 
 
 def run_batch(run_one: Callable[[Any], Result], items: list[Any], concurrency: int,

@@ -7,6 +7,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 FORMATS = ("markdown", "text", "json")
+SOURCES_SHOWN = 10  # sources listed in a terminal; .sources has them all
+SOURCE_WORDS = 80  # characters of each source shown
 
 
 @dataclass
@@ -41,7 +43,8 @@ class Request:
 
 @dataclass
 class Result:
-    """An answer. ``str(result)`` is the text; notebooks render Markdown with a footer."""
+    """An answer. ``str(result)`` is the text; notebooks render Markdown with a footer, terminals the text
+    with a footer line (and a QA answer's sources)."""
 
     text: str
     endpoint: str
@@ -96,6 +99,7 @@ class Result:
         return info
 
     def footer(self) -> str:
+        """One line for notebooks (Markdown): endpoint, handler, latency, tokens, warnings, sources."""
         parts = [f"endpoint `{self.endpoint}`", f"handler `{self.handler}`"]
         if self.dry_run:
             parts.append("dry run: nothing sent")
@@ -124,9 +128,37 @@ class Result:
         else:
             body = f"```\n{self.request.describe()}\n```" if self.dry_run and self.request else self.text
             data = {"text/markdown": f"{body}\n\n<sub>{self.footer()}</sub>"}
-        data["text/plain"] = self.request.describe() if self.dry_run and self.request else self.text
+        data["text/plain"] = self.plain()
         return data, {"sm_magic": self.provenance()}
 
+    def footer_line(self) -> str:
+        """The footer as plain text on one line: ``[endpoint · handler · latency · tokens · status]``."""
+        parts = [self.endpoint, self.handler, "nothing sent" if self.dry_run else f"{self.latency * 1000:.0f} ms"]
+        if self.tokens is not None:
+            parts.append(f"{self.tokens} tokens")
+        parts.append(self.status)
+        if self.sources:
+            count = len({str(s.get("source")) for s in self.sources})
+            parts.append(f"{count} source{'s' if count != 1 else ''}")
+        return "[" + " · ".join(parts) + "]"
+
+    def sources_text(self, limit: int = SOURCES_SHOWN) -> str:
+        """The chunks a QA answer was built from, one numbered line each (their first words)."""
+        lines = []
+        for i, source in enumerate(self.sources[:limit], 1):
+            chunk = f" (chunk {source['chunk']})" if source.get("chunk") is not None else ""
+            words = " ".join(str(source.get("text") or "").split())
+            words = words if len(words) <= SOURCE_WORDS else words[:SOURCE_WORDS - 1] + "…"
+            lines.append(f"  {i}. {source.get('source')}{chunk}" + (f": {words}" if words else ""))
+        if len(self.sources) > limit:
+            lines.append(f"  ... {len(self.sources) - limit} more (all: .sources)")
+        return "Sources:\n" + "\n".join(lines) if lines else ""
+
+    def plain(self) -> str:
+        """What a terminal shows: the answer (or the request, for a dry run), the sources, the footer line."""
+        body = self.request.describe() if self.dry_run and self.request else self.text
+        sources = self.sources_text()
+        return "\n".join(part for part in (body, sources, self.footer_line()) if part)
+
     def __repr__(self) -> str:
-        head = self.text if len(self.text) <= 60 else self.text[:57] + "..."
-        return f"<Result {self.endpoint} {head!r}>"
+        return self.plain()
