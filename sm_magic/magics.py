@@ -183,9 +183,11 @@ class SageMakerMagics(Magics):
         name = words[0] if words else "help"
         if name not in COMMANDS:
             near = difflib.get_close_matches(name, list(COMMANDS), n=2)
-            if len(words) > 1 and not name.startswith("-") and not near:
-                raise UsageError(f"Unknown %sagemaker command '{name}'. Prompts go in a cell: %%sagemaker {name} "
-                                 "on the first line, the prompt below it. Commands: %sagemaker help.")
+            if len(words) > 1 and not name.startswith("-"):  # words after a name: most likely a prompt
+                also = f"If you meant the command {' or '.join(near)}, check its spelling." if near else \
+                    "Commands: %sagemaker help."
+                raise UsageError(f"'{name}' is not a %sagemaker command. Prompts go in a cell: %%sagemaker {name} "
+                                 f"on the first line, the prompt on the lines below. {also}")
             hint = f"Did you mean {' or '.join(near)}?" if near else f"Commands: {', '.join(COMMANDS)}."
             raise UsageError(f"Unknown %sagemaker command '{name}'. {hint}")
         try:
