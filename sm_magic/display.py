@@ -1,13 +1,18 @@
 """Rendering: live streamed text, tables, preformatted blocks. No AWS or parsing logic here.
 
 In Jupyter a streamed answer is one display that is updated (paced, so the cost stays linear); in a
-terminal (no rich frontend) only the new text is printed, as ``print(chunk, end="")`` would.
+terminal (no rich frontend) only the new text is printed, as ``print(chunk, end="")`` would. Either
+way the finished Result lands in ``Out[N]`` and ``_``, and a stream started from a background thread
+draws into the cell that started it (its parent request is captured, as ipywidgets' ``Output`` does).
 """
 
 from __future__ import annotations
 
+import contextlib
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from sm_magic.result import Result
@@ -46,54 +51,87 @@ def rich_frontend() -> bool:
 class LiveText:
     """A streamed answer as it arrives: an updated display in Jupyter, appended text in a terminal.
 
-    Nothing is shown until the first chunk. ``rich=None`` asks :func:`rich_frontend`.
+    Nothing is shown until the first chunk. ``rich=None`` asks :func:`rich_frontend`. In a kernel, the
+    request that is running when the LiveText is made is its parent: output from another thread still
+    goes to that cell, not to whichever cell runs in the foreground.
     """
 
     def __init__(self, pacer: Pacer | None = None, rich: bool | None = None):
+        from IPython import get_ipython
+
         self.pacer = pacer or Pacer()
         self.rich = rich_frontend() if rich is None else rich
         self.chunks: list[str] = []
         self.length = 0
         self.updates = 0
         self.handle: Any = None
+        self.shell = get_ipython()
+        routes = self.shell is not None and hasattr(self.shell, "set_thread_parent")  # ipykernel's shell
+        self.parent: dict | None = self.shell.get_parent() if routes else None
+        self.thread = threading.current_thread()
 
     def add(self, chunk: str) -> None:
         self.chunks.append(chunk)
         self.length += len(chunk)
         if not self.rich:
-            sys.stdout.write(chunk)
-            sys.stdout.flush()
+            with self.routed():
+                sys.stdout.write(chunk)
+                sys.stdout.flush()
         elif self.pacer.due(self.length):
             self._show("".join(self.chunks) + " ▌")
 
     def stopped(self) -> bool:
         return False
 
+    @contextlib.contextmanager
+    def routed(self) -> Iterator[None]:
+        """Output inside this block goes to the cell that made this LiveText (this thread only)."""
+        if not self.parent:
+            yield
+            return
+        tokens = self.shell.set_thread_parent(self.parent)
+        try:
+            yield
+        finally:
+            self.shell.reset_thread_parent(tokens)
+
     def _show(self, text: str) -> None:
         from IPython.display import display
 
         self.updates += 1
         data = {"text/plain": text, "text/markdown": text}
-        if self.handle is None:
-            self.handle = display(data, raw=True, display_id=True)
-        else:
-            self.handle.update(data, raw=True)
+        with self.routed():
+            if self.handle is None:
+                self.handle = display(data, raw=True, display_id=True)
+            else:
+                self.handle.update(data, raw=True)
 
     def finish(self, result: Result) -> None:
-        """Jupyter: the growing text becomes the rendered result. Terminal: end the line, show the footer."""
+        """Jupyter: the growing text becomes the rendered result. Terminal: end the line, then the footer
+        line as the cell's ``Out[N]``. The Result is kept in ``Out[N]`` and ``_`` (cells run in the main
+        thread only: a background call has no cell number of its own)."""
+        keep = self.shell is not None and self.thread is threading.main_thread() and self.shell.displayhook
         if not self.rich:
-            if self.chunks:
-                sys.stdout.write("\n")
-            sys.stdout.write(f"[{result.footer().replace('`', '')}]\n")
-            return
-        self.updates += 1
-        data, metadata = result._repr_mimebundle_()
-        if self.handle is None:
-            from IPython.display import display
-
-            display(data, metadata=metadata, raw=True)
+            with self.routed():
+                if "".join(self.chunks)[-1:] not in ("", "\n"):  # end the answer's last line
+                    sys.stdout.write("\n")
+                if keep:
+                    keep.write_output_prompt()
+                sys.stdout.write(result.footer_line() + "\n")
+                sys.stdout.flush()
         else:
-            self.handle.update(data, metadata=metadata, raw=True)
+            self.updates += 1
+            data, metadata = result._repr_mimebundle_()
+            with self.routed():
+                if self.handle is None:
+                    from IPython.display import display
+
+                    display(data, metadata=metadata, raw=True)
+                else:
+                    self.handle.update(data, metadata=metadata, raw=True)
+        if keep:
+            keep.update_user_ns(result)
+            keep.fill_exec_result(result)
 
 
 class Preformatted:
