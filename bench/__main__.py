@@ -2,16 +2,20 @@
 
 By default the peers (langchain-aws, langchain-community, jupyter-ai-magics where it installs) go into
 their own virtual environment, bench/.venv, and the measurements run there. ``--here`` measures in the
-current environment; ``--quick`` uses tiny sizes (the test suite runs that).
+current environment; ``--quick`` uses tiny sizes (the test suite runs that). The local endpoint runs
+in its own process (:mod:`bench.endpoint`).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import platform
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -57,25 +61,70 @@ def table(rows: list) -> str:
     return "\n".join(lines)
 
 
+def note(server: object) -> str:
+    """The results' header: machine, where the endpoint ran, and the load the machine was under."""
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    pinned = getattr(server, "pinned", "") or "not pinned"
+    return (f"Measured {time.strftime('%Y-%m-%d %H:%M')} on {machine()}; one run. The local endpoint ran in its own "
+            f"process (`sm-magic serve`, deterministic backend for the zero-cost rows; {pinned}). The machine is "
+            f"shared with other work: load average {load} at the start, so wall-clock rows carry noise; ratios "
+            f"come from interleaved or alternated runs.")
+
+
 def measure(quick: bool) -> str:
+    from bench import journal, scale, startup
     from bench import measure as m
 
+    home = os.environ["SM_MAGIC_HOME"] = tempfile.mkdtemp(prefix="bench-home-")  # this run's journal only
     repeat = 20 if quick else 300
     server = m.servers(quick)
+    header = note(server)
     rows: list = []
     try:
         rows += m.per_call(server, repeat)
         rows += m.jupyter_ai(server, repeat, JUPYTER_AI_VENV)
-        rows += m.load_ext(2 if quick else 7)
+        rows += scale.journal_per_call(server, repeat)
+        rows += startup.load_ext(2 if quick else 10)
+        rows += startup.first_call(server, 1 if quick else 5)
+        rows += scale.batches(server, [100] if quick else [10_000, 100_000], 16, 1 if quick else 2)
+        rows += scale.concurrency_64(server, 128 if quick else 2000)
+        rows += scale.throttling(server, 40 if quick else 200, 5 if quick else 30)
+        rows += scale.capacity(server, 50 if quick else 1000)
+        rows += scale.panel(server, 50 if quick else 2000, 1 if quick else 2)
+        rows += scale.big_prompts(server, 5 if quick else 300, 100_000 if quick else 1_000_000)
+        rows += scale.streaming(server, [50, 200] if quick else [2000, 20000], 2 if quick else 5)
         rows += m.batch(server, 16 if quick else 200, 4 if quick else 16)
-        rows += m.streaming(server, 50 if quick else 2000, [20, 100] if quick else [100, 1000, 10000])
+        rows += m.streaming(server, 50 if quick else 2000)
         rows += m.document_qa(server, 10 if quick else 200)
         rows += m.local_endpoint(server, repeat)
-        rows += m.memory()
+        rows += m.memory(server)
+        rows += journal.rows(server, quick)
+        rows += embedding_rows(server, quick)
+        rows += async_rows(server, quick)
+        rows += startup.splitting(500_000 if quick else 50_000_000)
     finally:
         server.stop()
-    return (f"Measured {time.strftime('%Y-%m-%d %H:%M')} on {machine()}; one run, the same local endpoint for all.\n\n"
-            + table(rows))
+        shutil.rmtree(home, ignore_errors=True)
+    return header + "\n\n" + table(rows)
+
+
+def embedding_rows(server: object, quick: bool) -> list:
+    """bench/embeddings.py's rows against the endpoint process's ``embed`` endpoint."""
+    from bench import embeddings as e
+
+    if hasattr(e, "rows"):
+        return e.rows(server, quick)
+    return (e.throughput(server, n=16 if quick else 256) + e.top_k(2000 if quick else 100_000)
+            + e.index_build(server, total_bytes=20_000 if quick else 2_000_000))
+
+
+def async_rows(server: object, quick: bool) -> list:
+    """bench/async_.py's rows, when that module is there."""
+    if importlib.util.find_spec("bench.async_") is None:
+        return []
+    from bench import async_
+
+    return async_.rows(server, quick)
 
 
 def main() -> int:

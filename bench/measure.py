@@ -22,11 +22,12 @@ from pathlib import Path
 import boto3
 from botocore.config import Config
 
+from bench.endpoint import RemoteEndpoint
 from sm_magic.batch import run_batch
 from sm_magic.calls import invoke, stream
 from sm_magic.handlers.registry import Registry
 from sm_magic.llm import SagemakerEndpoint
-from sm_magic.local import EndpointSpec, LocalEndpoint, ServerConfig
+from sm_magic.local import EndpointSpec
 from sm_magic.local.backends import model_available
 from sm_magic.session import Session
 
@@ -97,27 +98,39 @@ AWS = "langchain_aws.llms.sagemaker_endpoint"
 COMMUNITY = "langchain_community.llms.sagemaker_endpoint"
 
 
-def servers(quick: bool) -> LocalEndpoint:
-    specs = [
+def specs() -> list[EndpointSpec]:
+    """Every endpoint the bench uses (deterministic backend: zero-cost rows), plus the real models when installed."""
+    out = [
         EndpointSpec("fast", "tgi", "deterministic"),
         EndpointSpec("fast-lmi", "lmi", "deterministic", fill_to_max_tokens=True),
         EndpointSpec("paced", "lmi", "deterministic", fill_to_max_tokens=True, token_delay=0.001),
         EndpointSpec("paced-tgi", "tgi", "deterministic", fill_to_max_tokens=True, token_delay=0.001),
         EndpointSpec("latency-50ms", "tgi", "deterministic", latency=0.05),
+        EndpointSpec("latency-20ms", "tgi", "deterministic", latency=0.02),
+        EndpointSpec("burst", "tgi", "deterministic", latency=0.02),
+        EndpointSpec("capped", "tgi", "deterministic", latency=0.02, max_concurrency=8),
+        EndpointSpec("embed", "tei-embedding", "auto"),
     ]
     if model_available():
-        specs.append(EndpointSpec("model", "lmi", "model"))
-    return LocalEndpoint(ServerConfig(endpoints=specs)).start()
+        out.append(EndpointSpec("model", "lmi", "model"))
+    return out
 
 
-def client(server: LocalEndpoint, pool: int = 32):
-    return boto3.client("sagemaker-runtime", endpoint_url=server.url, region_name="us-east-1",
+def servers(quick: bool = False, pin: bool = True) -> RemoteEndpoint:
+    """The local endpoint in its own process (``sm-magic serve``), pinned to its own core where possible."""
+    return RemoteEndpoint(specs(), pin=pin)
+
+
+def client(server: RemoteEndpoint | str, pool: int = 32):
+    """A boto3 sagemaker-runtime client on the endpoint (``server`` or its URL), standard retries."""
+    url = server if isinstance(server, str) else server.url
+    return boto3.client("sagemaker-runtime", endpoint_url=url, region_name="us-east-1",
                         aws_access_key_id="k", aws_secret_access_key="s",
                         config=Config(max_pool_connections=pool, retries={"mode": "standard"}))
 
 
 # -- 1. per-call latency ---------------------------------------------------------------------------------
-def per_call(server: LocalEndpoint, repeat: int) -> list[Row]:
+def per_call(server: RemoteEndpoint, repeat: int) -> list[Row]:
     raw = client(server)
     body = json.dumps({"inputs": "hi", "parameters": {}}).encode()
     session = Session(client=raw)
@@ -161,7 +174,7 @@ def per_call(server: LocalEndpoint, repeat: int) -> list[Row]:
     return rows
 
 
-def jupyter_ai(server: LocalEndpoint, repeat: int, venv: Path) -> list[Row]:
+def jupyter_ai(server: RemoteEndpoint, repeat: int, venv: Path) -> list[Row]:
     """%%ai sagemaker-endpoint and %load_ext jupyter_ai_magics, in jupyter-ai's own environment."""
     python = venv / "bin" / "python"
     if not (venv / ".stamp").exists():
@@ -182,7 +195,7 @@ def jupyter_ai(server: LocalEndpoint, repeat: int, venv: Path) -> list[Row]:
     ]
 
 
-def _shell(server: LocalEndpoint, client: object = None):
+def _shell(server: RemoteEndpoint, client: object = None):
     """The IPython shell with sm_magic on the local endpoint (through ``client`` when given)."""
     from IPython.core.interactiveshell import InteractiveShell
 
@@ -199,40 +212,8 @@ def _shell(server: LocalEndpoint, client: object = None):
     return shell
 
 
-# -- 2. %load_ext ------------------------------------------------------------------------------------------
-def load_ext(repeat: int) -> list[Row]:
-    # As installed for a user: bytecode caches written (pip writes them for IPython; an editable
-    # install writes ours on first import, unless PYTHONDONTWRITEBYTECODE forbids it).
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-    env["SM_MAGIC_ENDPOINTS"] = os.devnull
-
-    def run(code: str) -> float:
-        start = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "IPython", "--quick", "--no-banner", "-c", code], check=True,
-                       capture_output=True, env=env)
-        return time.perf_counter() - start
-
-    run("%load_ext sm_magic")  # warm-up: writes the caches
-
-    cases = {"ipython -c pass": "pass", "%load_ext sm_magic": "%load_ext sm_magic"}
-    results = {name: [run(code) for _ in range(repeat)] for name, code in cases.items()}
-    base = statistics.median(results["ipython -c pass"])
-    rows = []
-    for name, values in results.items():
-        median, spread = ms(values)
-        extra = (statistics.median(values) - base) * 1000
-        rows.append(Row("%load_ext", name, median, spread, note="baseline" if name.endswith("pass") else
-                        f"+{extra:.0f} ms over bare IPython"))
-    first = [run("%load_ext sm_magic\nimport sm_magic.calls, sm_magic.session; "
-                 "sm_magic.session.Session.local('http://127.0.0.1:1').runtime") for _ in range(repeat)]
-    median, spread = ms(first)
-    rows.append(Row("%load_ext", "load + first client (lazy imports paid once)", median, spread,
-                    note=f"+{(statistics.median(first) - base) * 1000:.0f} ms"))
-    return rows
-
-
 # -- 3. batch --------------------------------------------------------------------------------------------------
-def batch(server: LocalEndpoint, n: int, concurrency: int) -> list[Row]:
+def batch(server: RemoteEndpoint, n: int, concurrency: int) -> list[Row]:
     raw = client(server, pool=max(32, concurrency))
     session = Session(client=raw)
     prompts = [f"item {i}" for i in range(n)]
@@ -266,7 +247,8 @@ def batch(server: LocalEndpoint, n: int, concurrency: int) -> list[Row]:
 
 
 # -- 4. streaming ------------------------------------------------------------------------------------------------
-def streaming(server: LocalEndpoint, tokens: int, sizes: list[int]) -> list[Row]:
+def streaming(server: RemoteEndpoint, tokens: int) -> list[Row]:
+    """Paced at 1 ms/token: total and first-token time (client CPU per part: :func:`bench.scale.streaming`)."""
     raw = client(server)
     session = Session(client=raw)
     body = json.dumps({"inputs": "go", "parameters": {"max_new_tokens": tokens}, "stream": True}).encode()
@@ -320,23 +302,11 @@ def streaming(server: LocalEndpoint, tokens: int, sizes: list[int]) -> list[Row]
         total = statistics.median(r[1] for r in runs)
         rows.append(Row("streaming", f"{name}: {tokens} tokens at 1 ms/token", f"{total * 1000:.0f} ms total",
                         note=f"first token {first * 1000:.1f} ms"))
-    from IPython.utils.capture import capture_output
-
-    for size in sizes:  # CPU per token through the display path, no pacing delay on the server
-        cpu = []
-        for _ in range(3):
-            start = time.process_time()
-            with capture_output():
-                shell.run_cell_magic("sagemaker", f"fast-lmi --stream --handler lmi --max-new-tokens {size}", "go")
-            cpu.append(time.process_time() - start)
-        rows.append(Row("streaming", f"%%sagemaker --stream CPU per token, {size} tokens",
-                        f"{statistics.median(cpu) / size * 1e6:.1f} µs/token",
-                        note="process CPU, in-process server included; flat = linear cost"))
     return rows
 
 
 # -- 5. document QA -------------------------------------------------------------------------------------------------
-def document_qa(server: LocalEndpoint, n: int) -> list[Row]:
+def document_qa(server: RemoteEndpoint, n: int) -> list[Row]:
     from sm_magic.qa import DEFAULT_TEMPLATE, answer, estimate_tokens, load_documents, make_plan
 
     session = Session(client=client(server))
@@ -362,7 +332,7 @@ def document_qa(server: LocalEndpoint, n: int) -> list[Row]:
 
 
 # -- 6. the local endpoint itself --------------------------------------------------------------------------------------
-def local_endpoint(server: LocalEndpoint, repeat: int) -> list[Row]:
+def local_endpoint(server: RemoteEndpoint, repeat: int) -> list[Row]:
     raw = client(server)
     body = json.dumps({"inputs": "hi", "parameters": {}}).encode()
     host, port = server.url.removeprefix("http://").split(":")
@@ -417,31 +387,28 @@ def local_endpoint(server: LocalEndpoint, repeat: int) -> list[Row]:
 # -- 7. memory -------------------------------------------------------------------------------------------------------
 MEMORY_SCRIPT = """
 import resource, sys, json
-from sm_magic.local import LocalEndpoint, EndpointSpec, ServerConfig
 from sm_magic.session import Session
 from sm_magic.calls import invoke, stream
 from sm_magic.batch import run_batch
 from sm_magic.handlers.registry import Registry
-spec = EndpointSpec("e", "lmi", "deterministic", fill_to_max_tokens=True)
-server = LocalEndpoint(ServerConfig(endpoints=[spec])).start()
-session = Session.local(server.url)
+session = Session.local(sys.argv[2])
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 if sys.argv[1] == "stream":
-    for _ in stream(session, "e", "go", Registry().get("lmi"), {"max_new_tokens": 10000}):
+    for _ in stream(session, "fast-lmi", "go", Registry().get("lmi"), {"max_new_tokens": 10000}):
         pass
 else:
-    run_batch(lambda p: invoke(session, "e", p, Registry().get("lmi"), {"max_new_tokens": 20}),
+    run_batch(lambda p: invoke(session, "fast-lmi", p, Registry().get("lmi"), {"max_new_tokens": 20}),
               [str(i) for i in range(200)], 16, progress=False)
 after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 print(json.dumps([before, after]))
-server.stop()
 """
 
 
-def memory() -> list[Row]:
+def memory(server: RemoteEndpoint) -> list[Row]:
     rows = []
     for case, label in (("stream", "streaming 10,000 tokens"), ("batch", "200-prompt batch, concurrency 16")):
-        out = subprocess.run([sys.executable, "-c", MEMORY_SCRIPT, case], capture_output=True, text=True, check=True)
+        out = subprocess.run([sys.executable, "-c", MEMORY_SCRIPT, case, server.url], capture_output=True,
+                             text=True, check=True)
         before, after = json.loads(out.stdout.strip().splitlines()[-1])
         rows.append(Row("memory", f"peak RSS, {label}", f"{after / 1024:.0f} MB",
                         note=f"+{(after - before) / 1024:.1f} MB over the process before the run"))
