@@ -7,6 +7,7 @@ the seed's code runs with only its imports changed. Errors keep their types (sm_
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from langchain_core.callbacks import CallbackManagerForLLMRun
@@ -29,54 +30,67 @@ __all__ = ["ChatSagemakerEndpoint", "LLMContentHandler", "SagemakerEndpoint"]
 _ROLES = {"human": "user", "ai": "assistant", "system": "system", "tool": "tool"}
 
 
+@dataclass(frozen=True)
+class Target:
+    """What every call of a model object goes through, resolved once: session (so one client), handler, headers."""
+
+    session: Session
+    handler: ContentHandler
+    options: Any  # InvokeOptions
+
+
 class _EndpointFields(BaseModel):
-    """Where and how to call: shared by the two models."""
+    """Where and how to call: shared by the two models. Read on the first call (then fixed)."""
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
     endpoint_name: str = ""
+    """The SageMaker endpoint's name."""
     region_name: str | None = None
+    """AWS region (default: the profile's or the environment's)."""
     credentials_profile_name: str | None = None
+    """A profile from ~/.aws/config or ~/.aws/credentials."""
     client: Any = None
+    """A boto3 sagemaker-runtime client to use instead of making one."""
     content_handler: Any = None
+    """A preset name ("tgi", "lmi"...), an sm_magic ContentHandler or a LangChain LLMContentHandler."""
     model_kwargs: dict[str, Any] | None = None
+    """Model parameters sent with every call (temperature, max_new_tokens...)."""
     endpoint_kwargs: dict[str, Any] | None = None
+    """invoke_endpoint parameters (CustomAttributes, TargetVariant, InferenceComponentName...)."""
     streaming: bool = False
+    """Stream tokens (invoke returns the joined text; stream yields them)."""
     inference_component_name: str | None = None
+    """The inference component to call on a multi-component endpoint."""
     endpoint_url: str | None = None
+    """Runtime URL (a VPC endpoint, or a local endpoint from sm-magic serve)."""
     role_arn: str | None = None
-    config: Any = None  # a botocore Config merged over sm_magic's (timeouts, retries, pool)
-    session: Any = None  # an sm_magic Session, instead of the fields above
+    """A role to assume; its credentials refresh before they expire."""
+    config: Any = None
+    """A botocore Config merged over sm_magic's (timeouts, retries, pool)."""
+    session: Any = None
+    """An sm_magic Session, instead of the fields above."""
 
-    _session: Session | None = PrivateAttr(default=None)
-    _handler: ContentHandler | None = PrivateAttr(default=None)
+    _target: Target | None = PrivateAttr(default=None)
 
     default_handler: str = "tgi"
 
-    def sm_session(self) -> Session:
-        """One session (and so one client) per model object."""
-        if self._session is None:
-            if self.session is not None:
-                self._session = self.session
-            else:
-                settings = SessionSettings(profile=self.credentials_profile_name, region=self.region_name,
-                                           endpoint_url=self.endpoint_url, role_arn=self.role_arn,
-                                           botocore_config=self.config)
-                self._session = Session(settings, client=self.client)
-        return self._session
-
-    def handler(self) -> ContentHandler:
-        if self._handler is None:
+    def target(self) -> Target:
+        """Session, handler and headers, made on the first call and reused (one client per object)."""
+        target = self._target
+        if target is None:
+            session = self.session or Session(
+                SessionSettings(profile=self.credentials_profile_name, region=self.region_name,
+                                endpoint_url=self.endpoint_url, role_arn=self.role_arn, botocore_config=self.config),
+                client=self.client)
             given = self.content_handler
-            self._handler = PRESETS[self.default_handler]() if given is None else (
+            handler = PRESETS[self.default_handler]() if given is None else (
                 PRESETS[given]() if isinstance(given, str) else adapt(given))
-        return self._handler
-
-    def options(self) -> InvokeOptions:
-        options = InvokeOptions.from_boto(self.endpoint_kwargs or {})
-        if self.inference_component_name:
-            options.inference_component = self.inference_component_name
-        return options
+            options = InvokeOptions.from_boto(self.endpoint_kwargs or {})
+            if self.inference_component_name:
+                options.inference_component = self.inference_component_name
+            target = self._target = Target(session, handler, options)
+        return target
 
     def params(self, stop: list[str] | None, kwargs: dict[str, Any]) -> dict[str, Any]:
         params = {**(self.model_kwargs or {}), **kwargs}
@@ -95,7 +109,16 @@ class _EndpointFields(BaseModel):
 
 
 class SagemakerEndpoint(_EndpointFields, LLM):
-    """A SageMaker real-time endpoint as a LangChain LLM (``invoke``, ``stream``, ``batch``, ``ainvoke``)."""
+    """A SageMaker real-time endpoint as a LangChain LLM (``invoke``, ``stream``, ``batch``, ``ainvoke``).
+
+    Example::
+
+        from sm_magic import SagemakerEndpoint
+
+        llm = SagemakerEndpoint(endpoint_name="my-llm", region_name="us-west-2", content_handler="tgi",
+                                model_kwargs={"temperature": 0.2, "max_new_tokens": 200})
+        llm.invoke("How long was Elizabeth hospitalized?")
+    """
 
     @property
     def _llm_type(self) -> str:
@@ -107,8 +130,8 @@ class SagemakerEndpoint(_EndpointFields, LLM):
 
     def invoke_result(self, prompt: str, stop: list[str] | None = None, **kwargs: Any) -> Result:
         """Like ``invoke`` but returns sm_magic's Result (latency, usage, variant)."""
-        return invoke(self.sm_session(), self.endpoint_name, prompt, self.handler(), self.params(stop, kwargs),
-                      self.options())
+        t = self.target()
+        return invoke(t.session, self.endpoint_name, prompt, t.handler, self.params(stop, kwargs), t.options)
 
     def _call(self, prompt: str, stop: list[str] | None = None,
               run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> str:
@@ -118,8 +141,8 @@ class SagemakerEndpoint(_EndpointFields, LLM):
 
     def _stream(self, prompt: str, stop: list[str] | None = None,
                 run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> Iterator[GenerationChunk]:
-        s = stream(self.sm_session(), self.endpoint_name, prompt, self.handler(), self.params(stop, kwargs),
-                   self.options())
+        t = self.target()
+        s = stream(t.session, self.endpoint_name, prompt, t.handler, self.params(stop, kwargs), t.options)
         try:
             for text in s:
                 chunk = GenerationChunk(text=text)
@@ -148,16 +171,18 @@ class ChatSagemakerEndpoint(_EndpointFields, BaseChatModel):
         if self.streaming:
             text = "".join(c.text for c in self._stream(messages, stop, run_manager, **kwargs))
             return ChatResult(generations=[ChatGeneration(message=AIMessage(content=text))])
-        result = invoke(self.sm_session(), self.endpoint_name, to_messages(messages), self.handler(),
-                        self.params(stop, kwargs), self.options())
+        t = self.target()
+        result = invoke(t.session, self.endpoint_name, to_messages(messages), t.handler, self.params(stop, kwargs),
+                        t.options)
         message = AIMessage(content=result.text, response_metadata={"usage": result.usage or {},
                                                                     "latency_s": result.latency})
         return ChatResult(generations=[ChatGeneration(message=message)])
 
     def _stream(self, messages: list[BaseMessage], stop: list[str] | None = None,
                 run_manager: Any = None, **kwargs: Any) -> Iterator[ChatGenerationChunk]:
-        s = stream(self.sm_session(), self.endpoint_name, to_messages(messages), self.handler(),
-                   self.params(stop, kwargs), self.options())
+        t = self.target()
+        s = stream(t.session, self.endpoint_name, to_messages(messages), t.handler, self.params(stop, kwargs),
+                   t.options)
         try:
             for text in s:
                 chunk = ChatGenerationChunk(message=AIMessageChunk(content=text))

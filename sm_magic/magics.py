@@ -68,6 +68,16 @@ def _argv(line: str) -> list[str]:
         raise UsageError(f"Could not read the options ({e}): {line!r}. Close the quote, or escape it.") from None
 
 
+def cell_values(line: str) -> dict[str, Any]:
+    """The flags given on a cell's line, by parameter name (parsed once per distinct line)."""
+    return dict(_cell_values(line))
+
+
+@functools.lru_cache(maxsize=256)
+def _cell_values(line: str) -> dict[str, Any]:
+    return {k: v for k, v in vars(parse_cell_line(line)).items() if v is not None}
+
+
 def parse_cell_line(line: str) -> Any:
     """The cell's options; an unknown flag gets a did-you-mean."""
     parser = cell_parser()
@@ -131,21 +141,22 @@ class SageMakerMagics(Magics):
         match = _TARGET.match(line)
         if match:
             target, line = match.groups()
-        args = parse_cell_line(line)
-        values = {k: v for k, v in vars(args).items() if v is not None}
+        values = cell_values(line)
         namespace = self.shell.user_ns
-        target = check_target(values.pop("out", None) or target, namespace) if (args.out or target) else None
+        target = values.pop("out", None) or target
+        if target:
+            check_target(target, namespace)
         template = cell.strip("\n")
         if not template.strip():
             raise UsageError("The cell is empty: write the prompt in the cell, under %%sagemaker ENDPOINT.")
         ctx = Context(self.state, self.runner, self.shell)
-        if args.docs:
-            values["docs"] = namespace.get(args.docs, args.docs)
-        if args.template:
-            values["template"] = ctx.value(args.template, "Template")
-        if args.batch:
-            values.update(batch=ctx.value(args.batch, "Batch variable"), namespace=namespace)
-        prompt = template if args.no_interpolate or args.batch else _fill(template, namespace)
+        if "docs" in values:
+            values["docs"] = namespace.get(values["docs"], values["docs"])
+        if "template" in values:
+            values["template"] = ctx.value(values["template"], "Template")
+        if "batch" in values:
+            values.update(batch=ctx.value(values["batch"], "Batch variable"), namespace=namespace)
+        prompt = template if values.get("no_interpolate") or "batch" in values else _fill(template, namespace)
         live = LiveText()
         try:
             result = self.runner.run(CallSpec(prompt, values, template), live)
@@ -155,7 +166,7 @@ class SageMakerMagics(Magics):
                 live.finish(partial)
                 self._keep(partial, target)
             raise
-        return self._show(result, target, args.format, live)
+        return self._show(result, target, values.get("format"), live)
 
     def _keep(self, result: Any, target: str | None) -> None:
         self.runner.last = result
@@ -164,14 +175,16 @@ class SageMakerMagics(Magics):
 
     def _show(self, result: Any, target: str | None, fmt: str | None, live: Any) -> Any:
         from sm_magic.display import Preformatted
+        from sm_magic.qa import Plan
         from sm_magic.result import Result
+        from sm_magic.runner import BatchPlan
 
         if isinstance(result, Result):
             result.format = fmt or self.state.format
             if result.streamed:
                 live.finish(result)
         self._keep(result, target)
-        if hasattr(result, "describe") and not isinstance(result, Result):  # a dry run's plan
+        if isinstance(result, Plan | BatchPlan):  # a dry run of QA or a batch
             return Preformatted(result.describe(), title="Dry run: nothing sent")
         return None if isinstance(result, Result) and result.streamed else result
 

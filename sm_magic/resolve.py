@@ -14,7 +14,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from traitlets import Bool, Instance, Int
+from traitlets import Bool, Instance, Int, observe
 from traitlets.config import Configurable
 
 from sm_magic.aliases import Alias, AliasStore
@@ -104,20 +104,29 @@ class SageMaker(_Defaults):  # type: ignore[misc,valid-type]
         self.aliases = aliases or AliasStore()
         self.chats: dict[str, list[dict[str, str]]] = {}
         self._detected: dict[tuple[int, str], Any] = {}
+        self._async: dict[tuple[int, str], bool] = {}
         self._sessions: dict[tuple, Session] = {}
         self._lock = threading.Lock()
+        self._defaults: dict[str, Any] | None = None
 
     # -- defaults ------------------------------------------------------------------------------------
     def defaults(self) -> dict[str, Any]:
-        """The configured value of every configurable parameter."""
-        return {p.name: getattr(self, p.name) for p in CONFIG_PARAMS}
+        """The configured value of every configurable parameter that has one (cached until one changes)."""
+        if self._defaults is None:
+            values = {p.name: getattr(self, p.name) for p in CONFIG_PARAMS}
+            self._defaults = {k: v for k, v in values.items() if v not in (None, "", [], {})}
+        return self._defaults
+
+    @observe(*(p.name for p in CONFIG_PARAMS))
+    def _default_changed(self, change: Any) -> None:
+        self._defaults = None
 
     def values_for(self, spec_values: dict[str, Any], endpoint: str | None = None) -> tuple[dict[str, Any],
                                                                                           Alias | None]:
         """Effective values: defaults < alias < this call's; and the alias used, if any."""
         name = endpoint or spec_values.get("endpoint") or self.endpoint
         alias = self.aliases.get(name) if name else None
-        values = {k: v for k, v in self.defaults().items() if v not in (None, "", [], {})}
+        values = dict(self.defaults())
         if alias:
             values.update(alias.values)
         values.update({k: v for k, v in spec_values.items() if v is not None})
@@ -142,6 +151,7 @@ class SageMaker(_Defaults):  # type: ignore[misc,valid-type]
         with self._lock:
             self._sessions.clear()
             self._detected.clear()
+            self._async.clear()
         self.session = session
 
     def handler_for(self, session: Session, endpoint: str, name: str) -> ContentHandler:
@@ -164,6 +174,24 @@ class SageMaker(_Defaults):  # type: ignore[misc,valid-type]
             with self._lock:
                 self._detected[key] = found
         return self._detected[key]
+
+    def is_async(self, session: Session, endpoint: str, ask: bool | None = None) -> bool:
+        """Whether the endpoint is an async inference one (DescribeEndpointConfig, once per session).
+
+        ``ask=None`` asks only when its handler was detected (so the control plane is known to answer)."""
+        key = (id(session), endpoint)
+        if key not in self._async:
+            if not (ask or (ask is None and key in self._detected)):
+                return False
+            from sm_magic.async_ import async_inference_config
+
+            try:
+                found = async_inference_config(session, endpoint) is not None
+            except SageMakerError:  # no permission or no such endpoint: the call itself will say
+                found = False
+            with self._lock:
+                self._async[key] = found
+        return self._async[key]
 
     # -- resolving ---------------------------------------------------------------------------------------
     def resolve(self, spec: CallSpec) -> Resolved:
