@@ -25,9 +25,10 @@ TRUE, FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
 # Sections, in the order ``%%sagemaker?`` shows them.
 MODEL, INVOKE, SESSION, CALL, QA, BATCH, VIEW = "model", "invoke", "session", "call", "qa", "batch", "view"
+ASYNC = "async"
 SECTIONS = {CALL: "the call", MODEL: "model parameters", INVOKE: "invoke headers (SageMaker)",
             SESSION: "where (this cell only)", QA: "document QA (--docs)", BATCH: "batches (--batch)",
-            VIEW: "output"}
+            ASYNC: "asynchronous inference (--async)", VIEW: "output"}
 
 
 def _finite(value: Any, where: str) -> Any:
@@ -83,7 +84,7 @@ class Param:
 
     @property
     def option(self) -> str:
-        return "--" + self.name.replace("_", "-")
+        return "--" + self.name.rstrip("_").replace("_", "-")  # async_ → --async
 
     def parse(self, text: str) -> Any:
         """The value of ``text`` as typed in a flag, an alias file, a config line or a form field."""
@@ -239,6 +240,17 @@ PARAMS: tuple[Param, ...] = (
       flag=False, config=True),
     P("yes", BATCH, "bool", "go ahead with a batch or QA run above max_calls"),
     P("resume", BATCH, "bool", "batch: load the items an earlier run of this cell finished; call only the rest"),
+    # asynchronous inference
+    P("async_", ASYNC, "bool", "asynchronous inference: the request goes to S3, the answer is collected from S3 "
+      "(automatic for async endpoints)", alias=True),
+    P("s3_input", ASYNC, "str", "async: where request bodies are uploaded (default: the bucket of the endpoint's "
+      "S3OutputPath)", metavar="S3URI", alias=True),
+    P("request_ttl", ASYNC, "int", "async: seconds a request may wait in the endpoint's queue (RequestTTLSeconds)",
+      low=60, high=21600, metavar="SECONDS", alias=True),
+    P("invocation_timeout", ASYNC, "int", "async: seconds the container may work on one request "
+      "(InvocationTimeoutSeconds)", low=1, high=3600, metavar="SECONDS", alias=True),
+    P("max_wait", ASYNC, "float", "async: seconds to wait for an answer before leaving it to `%sagemaker resume`",
+      default=3600.0, low=1, metavar="SECONDS", alias=True),
     # output
     P("out", VIEW, "str", "store the Result in VAR (also: `VAR <<` before ENDPOINT)", short="-o", metavar="VAR"),
     P("format", VIEW, "str", "how the answer renders", default="markdown", choices=("markdown", "text", "json"),
@@ -290,6 +302,7 @@ def lookup(name: str, among: Iterable[Param], what: str) -> Param:
     """The param called ``name`` (dashes allowed) among ``among``; a clear error otherwise."""
     table = {p.name: p for p in among}
     key = name.strip().replace("-", "_")
+    key = key + "_" if key + "_" in table else key  # async → async_
     if key not in table:
         raise ConfigError(f"Unknown {what} '{name}'.{closest(key, table)} Known: {', '.join(table)}.")
     return table[key]

@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
-from sm_magic.errors import ConfigError, SageMakerError
+from sm_magic.errors import ConfigError, SageMakerError, ValidationFailed
 from sm_magic.resolve import CallSpec, Resolved, SageMaker
 from sm_magic.result import Result
 
@@ -119,12 +119,26 @@ class Runner:
                               concurrency=v.get("concurrency"), dry_run=bool(v.get("dry_run")))
         if v.get("dry_run"):
             return self.call(spec, dry_run=True)
+        resolved = self.state.resolve(spec)
+        if self.asynchronous(resolved):
+            return self.call_async(spec)
         stream = v.get("stream")
         if stream is None:
             stream = self.state.stream
-        if stream:
-            return self.stream(spec, live)
-        return self.call(spec)
+        try:
+            if stream:
+                return self.stream(spec, live)
+            return self.call(spec)
+        except ValidationFailed:  # a real-time call to an async endpoint is refused: take the async path
+            if resolved.values.get("async_") is None and self.state.is_async(resolved.session, resolved.endpoint,
+                                                                             ask=True):
+                return self.call_async(spec)
+            raise
+
+    def asynchronous(self, resolved: Resolved) -> bool:
+        """--async (or an alias's ``async``) decides; else whether the endpoint is known to be async."""
+        chosen = resolved.values.get("async_")
+        return bool(chosen) if chosen is not None else self.state.is_async(resolved.session, resolved.endpoint)
 
     # -- calls -------------------------------------------------------------------------------------------
     def call(self, spec: CallSpec, *, dry_run: bool = False) -> Result:
@@ -292,6 +306,8 @@ class Runner:
         if job is None:
             raise ConfigError(f"No job {job_id} in the journal ({journal.path}).",
                               hint="`%sagemaker jobs` lists them" + ("" if journal.enabled else "; logging is off"))
+        if job.kind == "async":
+            return self._resume_async(job, concurrency)
         if job.kind != "batch" or "prompts" not in job.meta:
             raise ConfigError(f"Job {job_id} ({job.kind}) cannot be resumed by its id: its prompts were not kept.",
                               hint="Re-run its cell with --resume: finished items are loaded from the journal.")
@@ -367,8 +383,117 @@ class Runner:
             first = build_request(resolved.endpoint, resolved.prompt, resolved.handler, resolved.params,
                                   resolved.options).describe() if prompts else ""
             return BatchPlan(resolved.endpoint, len(prompts), workers, first)
+        if self.asynchronous(resolved):
+            return self._async_job(spec, resolved, prompts, workers, progress=progress)
         return self._job("batch", spec, resolved, prompts, workers, bool(spec.values.get("resume")),
                          resolved.endpoint, progress)
+
+    # -- asynchronous inference --------------------------------------------------------------------------
+    def call_async(self, spec: CallSpec) -> Result:
+        """One call through S3 and InvokeEndpointAsync, journaled as a one-item job (resumable by its id)."""
+        from sm_magic.async_ import AsyncStopped
+        from sm_magic.batch import ItemError
+
+        resolved = self.state.resolve(spec)
+        batch = self._async_job(spec, resolved, [resolved.prompt], 1, progress=False, single=True)
+        outcome = batch.outcomes[0]
+        if isinstance(outcome, ItemError):
+            raise outcome.error
+        if outcome is None:  # Ctrl-C while waiting
+            job = f" {batch.job_id}" if batch.job_id else ""
+            raise AsyncStopped(f"Stopped waiting for the answer of endpoint '{resolved.endpoint}'; the request "
+                               "is still queued or running there.", endpoint=resolved.endpoint,
+                               hint=f"`%sagemaker resume{job or ' JOB'}` collects it later without sending it again.")
+        self.state.remember_chat(resolved, outcome.text)
+        return outcome
+
+    def _async_job(self, spec: CallSpec, resolved: Resolved, prompts: list[Any], workers: int, *,
+                   progress: bool = True, single: bool = False, job: Any = None) -> Any:
+        """Prompts through S3 and InvokeEndpointAsync as a journaled job of kind "async": each submission
+        (where its answer will appear) and each answer is recorded as it happens; with ``job``, the
+        submitted items of that job are only collected, never sent again."""
+        from sm_magic.async_ import AsyncRun, AsyncSettings, AsyncStopped, inference_id, new_token
+        from sm_magic.batch import BatchResult
+        from sm_magic.journal import fingerprint
+
+        journal = self.journal
+        if job is None:
+            settings, token = AsyncSettings.from_values(resolved.values), new_token()
+            submitted, finished, job_id = {}, {}, 0
+            if journal.enabled:
+                key = fingerprint(resolved.endpoint, spec.template, resolved.params, resolved.options.set(), prompts)
+                meta = {**_job_meta(spec, resolved, prompts), "token": token, "async": settings.meta()}
+                job_id = journal.start_job("async", resolved.endpoint, key, len(prompts), meta)
+        else:
+            settings = AsyncSettings(**job.meta.get("async", {}))
+            token, job_id = job.meta.get("token") or new_token(), job.id
+            submitted, finished = journal.submissions(job.id), journal.finished_items(job.id)
+        options = resolved.options if single else replace(resolved.options, inference_id=None)
+        values = {**spec.values, "chat": False, "stream": False, "dry_run": False, "docs": None, "batch": None}
+        tries: dict[int, int] = {}
+
+        def on_submitted(index: int, submission: Any) -> None:
+            if job_id:
+                journal.record_submission(replace(submission, job_id=job_id, item=index))
+
+        def on_done(index: int, outcome: Any, waiting: Any) -> None:
+            if isinstance(outcome, AsyncStopped):  # still queued or running: resume collects it
+                return
+            item_spec = spec if single else replace(spec, prompt=prompts[index], values=values, template=None)
+            item = replace(resolved, prompt=prompts[index])
+            started = time.time() - (time.perf_counter() - waiting.started)
+            where = (job_id, index) if job_id else None
+            if isinstance(outcome, Result):
+                if not single:  # a job can hold 100,000 answers: keep the answer, not the bytes
+                    outcome.request = outcome.body = None
+                self.record(item_spec, item, started, outcome, "ok", None, where)
+            else:
+                self.record(item_spec, item, started, None, type(outcome).__name__, outcome, where)
+
+        run = AsyncRun(resolved.session, settings, workers, on_submitted, on_done)
+
+        def start(index: int) -> Any:
+            if index in submitted and index not in tries:
+                return run.collect(index, resolved.endpoint, submitted[index], resolved.handler, resolved.params)
+            tries[index] = tries.get(index, -1) + 1
+            suffix = f"-r{tries[index]}" if tries[index] else ""  # a retry must not find the last failure object
+            return run.submit(index, resolved.endpoint, prompts[index], resolved.handler, resolved.params, options,
+                              inference_id(token, index) + suffix)
+
+        futures = {index: start(index) for index in range(len(prompts)) if index not in finished}
+
+        def run_one(index: int, prompt: Any) -> Result:
+            future = futures.pop(index, None) or start(index)
+            return future.result()
+
+        batch = BatchResult(prompts, run_one, workers, progress, resolved.endpoint, indexed=True)
+        batch.job_id = job_id or None
+        for index, record in finished.items():
+            if 0 <= index < len(prompts):
+                batch.load(index, Result(record.answer or "", resolved.endpoint, record.handler or "",
+                                         latency=record.latency or 0.0, usage=dict(record.usage or {}) or None,
+                                         params=dict(record.params or {})))
+        try:
+            batch.run()
+        finally:
+            run.close()
+        journal.finish_job(job_id, "interrupted" if batch.interrupted else ("partial" if batch.partial else "ok"))
+        return batch
+
+    def _resume_async(self, job: Any, concurrency: int | None = None) -> Any:
+        """Collect an async job's answers from S3 (another kernel's too); unsent items are sent."""
+        prompts = job.meta.get("prompts")
+        if prompts is None:
+            journal = self.journal
+            unsent = set(range(job.total or 0)) - set(journal.submissions(job.id)) - set(journal.finished_items(job.id))
+            if unsent:
+                raise ConfigError(f"Job {job.id} has {len(unsent)} item(s) that were never sent, and its prompts were "
+                                  "not kept.", hint="Re-run its cell: finished items are loaded from the journal.")
+            prompts = [""] * (job.total or 0)
+        spec = CallSpec("", {**job.meta["values"], "endpoint": job.endpoint}, job.meta.get("template"))
+        resolved = self.state.resolve(replace(spec, prompt=prompts[0] if prompts else ""))
+        workers, resolved = self.concurrency_for(resolved, concurrency or resolved.values.get("concurrency"))
+        return self._async_job(spec, resolved, prompts, workers, job=job)
 
 
 KEPT_PROMPTS = 20_000_000  # characters of a batch's prompts kept with its job, so `resume JOB` needs no cell
