@@ -386,20 +386,22 @@ def local_endpoint(server: RemoteEndpoint, repeat: int) -> list[Row]:
 
 # -- 7. memory -------------------------------------------------------------------------------------------------------
 MEMORY_SCRIPT = """
-import resource, sys, json
+import sys, json
 from sm_magic.session import Session
 from sm_magic.calls import invoke, stream
 from sm_magic.batch import run_batch
 from sm_magic.handlers.registry import Registry
 session = Session.local(sys.argv[2])
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+def peak():  # this process's own high-water mark, in KiB (ru_maxrss would count the forked parent's pages)
+    return int([l.split()[1] for l in open("/proc/self/status") if l.startswith("VmHWM")][0])
+before = peak()
 if sys.argv[1] == "stream":
     for _ in stream(session, "fast-lmi", "go", Registry().get("lmi"), {"max_new_tokens": 10000}):
         pass
 else:
     run_batch(lambda p: invoke(session, "fast-lmi", p, Registry().get("lmi"), {"max_new_tokens": 20}),
               [str(i) for i in range(200)], 16, progress=False)
-after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+after = peak()
 print(json.dumps([before, after]))
 """
 

@@ -2,8 +2,7 @@
 ``%%sagemaker`` call after ``%load_ext`` against a raw boto3 script's first call, and splitting a
 50 MB text file (langchain-text-splitters today against the hand-written splitter it replaced).
 
-Each case is a fresh interpreter; its peak RSS comes from ``os.wait4`` (the kernel's count for that
-child alone).
+Each case is a fresh interpreter that reports its own peak RSS (``VmHWM``) as its last line.
 """
 
 from __future__ import annotations
@@ -20,21 +19,20 @@ from pathlib import Path
 from bench.measure import Row, ms
 
 IPYTHON = [sys.executable, "-m", "IPython", "--quick", "--no-banner", "-c"]
+# Appended to each child's code: its own peak RSS. (ru_maxrss from wait4 would include the parent's
+# pages: Linux keeps the high-water mark of the forked copy across exec.)
+HWM = "\nprint('VmHWM', [l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')][0])"
 
 
 def run(command: list[str], env: dict[str, str] | None = None) -> tuple[float, float, str]:
-    """(wall seconds, peak RSS MiB, stdout) of one child process."""
-    with tempfile.TemporaryFile("w+") as out:
-        start = time.perf_counter()
-        child = subprocess.Popen(command, stdout=out, stderr=subprocess.PIPE, env=env, text=True)
-        _, status, usage = os.wait4(child.pid, 0)
-        took = time.perf_counter() - start
-        child.returncode = os.waitstatus_to_exitcode(status)
-        err = child.stderr.read() if child.stderr else ""
-        if child.returncode != 0:
-            raise RuntimeError(f"{command[-1][:80]!r} failed: {err[-1500:]}")
-        out.seek(0)
-        return took, usage.ru_maxrss / 1024, out.read()
+    """(wall seconds, peak RSS MiB, stdout) of one child process (its code ends with :data:`HWM`)."""
+    start = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True, env=env)
+    took = time.perf_counter() - start
+    if done.returncode != 0:
+        raise RuntimeError(f"{command[-1][:80]!r} failed: {done.stderr[-1500:]}")
+    peaks = [line.split()[1] for line in done.stdout.splitlines() if line.startswith("VmHWM ")]
+    return took, int(peaks[-1]) / 1024 if peaks else 0.0, done.stdout
 
 
 def _env(url: str = "") -> dict[str, str]:
@@ -63,8 +61,8 @@ def _cases(cases: dict[str, list[str]], repeat: int, env: dict[str, str]) -> dic
 
 def load_ext(repeat: int = 10) -> list[Row]:
     """``ipython -c '%load_ext sm_magic'`` against ``ipython -c pass``: the README's figure."""
-    cases = {"bare IPython (ipython -c pass)": [*IPYTHON, "pass"],
-             "%load_ext sm_magic": [*IPYTHON, "%load_ext sm_magic"]}
+    cases = {"bare IPython (ipython -c pass)": [*IPYTHON, "pass" + HWM],
+             "%load_ext sm_magic": [*IPYTHON, "%load_ext sm_magic" + HWM]}
     results = _cases(cases, repeat, _env())
     base_t, base_rss = (statistics.median(v) for v in results["bare IPython (ipython -c pass)"])
     rows = []
@@ -86,9 +84,9 @@ FIRST_MAGIC = ("%load_ext sm_magic\n%sagemaker session --local {url}\n"
 def first_call(server: object, repeat: int = 5) -> list[Row]:
     """Start to first answer: a raw boto3 script (python and IPython) against ``%load_ext`` + ``%%sagemaker``."""
     url = server.url  # type: ignore[attr-defined]
-    cases = {"raw boto3 script (python -c)": [sys.executable, "-c", FIRST_RAW.format(url=url)],
-             "raw boto3 script (ipython -c)": [*IPYTHON, FIRST_RAW.format(url=url)],
-             "%load_ext sm_magic + first %%sagemaker (ipython -c)": [*IPYTHON, FIRST_MAGIC.format(url=url)]}
+    cases = {"raw boto3 script (python -c)": [sys.executable, "-c", FIRST_RAW.format(url=url) + HWM],
+             "raw boto3 script (ipython -c)": [*IPYTHON, FIRST_RAW.format(url=url) + HWM],
+             "%load_ext sm_magic + first %%sagemaker (ipython -c)": [*IPYTHON, FIRST_MAGIC.format(url=url) + HWM]}
     results = _cases(cases, repeat, _env(url))
     base = statistics.median(results["raw boto3 script (ipython -c)"][0])
     rows = []
@@ -101,21 +99,27 @@ def first_call(server: object, repeat: int = 5) -> list[Row]:
 
 
 SPLIT_SCRIPT = """
-import json, resource, sys, time
+import json, sys, time, tracemalloc
 from pathlib import Path
-text = Path(sys.argv[2]).read_text()
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-start = time.perf_counter()
 if sys.argv[1] == "new":
-    from sm_magic.qa import SourceText, split
-    chunks = split([SourceText(text, "big.txt")], 500, 50)
+    from sm_magic.qa import SourceText as Document, split
+    import langchain_text_splitters  # imported before the clock starts, as in a warm kernel
 else:
     from bench.old_splitter import Document, split
-    chunks = split([Document(text, "big.txt")], 500, 50)
+text = Path(sys.argv[2]).read_text()
+traced = sys.argv[3] == "memory"
+if traced:
+    tracemalloc.start()
+start = time.perf_counter()
+chunks = split([Document(text, "big.txt")], 500, 50)
 took = time.perf_counter() - start
-after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({"seconds": took, "growth_kib": after - before, "chunks": len(chunks)}))
+peak = tracemalloc.get_traced_memory()[1] if traced else 0
+print(json.dumps({"seconds": took, "peak": peak, "chunks": len(chunks)}))
 """
+
+
+def _answer(stdout: str) -> dict:
+    return json.loads(stdout.strip().splitlines()[-1])
 
 
 def write_text(path: Path, size: int) -> None:
@@ -138,15 +142,16 @@ def splitting(size: int = 50_000_000) -> list[Row]:
         path = Path(tmp) / "big.txt"
         write_text(path, size)
         found = {}
-        for kind in ("old", "new"):
-            _, _, out = run([sys.executable, "-c", SPLIT_SCRIPT, kind, str(path)], _env())
-            found[kind] = json.loads(out.strip().splitlines()[-1])
+        for kind in ("old", "new"):  # time untraced; the allocation peak in a second run under tracemalloc
+            timed = _answer(run([sys.executable, "-c", SPLIT_SCRIPT, kind, str(path), "time"], _env())[2])
+            traced = _answer(run([sys.executable, "-c", SPLIT_SCRIPT, kind, str(path), "memory"], _env())[2])
+            found[kind] = {**timed, "peak": traced["peak"]}
     label = f"{size / 1e6:.0f} MB text, 500-token chunks, 50 overlap"
     for kind, name in (("old", "hand-written splitter (before, bc0cb2d)"),
                        ("new", "sm_magic.qa.split (langchain-text-splitters)")):
         r = found[kind]
         rows.append(Row("splitting", f"{label}: {name}", f"{r['seconds']:.2f} s",
                         ratio=f"{r['seconds'] / found['old']['seconds']:.2f}×",
-                        note=f"peak memory +{r['growth_kib'] / 1024:.0f} MiB over the loaded text; "
-                             f"{r['chunks']:,} chunks"))
+                        note=f"peak allocated while splitting {r['peak'] / 2**20:.0f} MiB (tracemalloc, the "
+                             f"{size / 2**20:.0f} MiB text not counted); {r['chunks']:,} chunks"))
     return rows
