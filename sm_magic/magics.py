@@ -120,10 +120,11 @@ class SageMakerMagics(Magics):
     @line_cell_magic
     @no_var_expand  # IPython would evaluate {expr} in the options line; we never evaluate
     def sagemaker(self, line: str, cell: str | None = None) -> Any:
-        """Run the cell as a prompt on a SageMaker endpoint; ``%sagemaker COMMAND`` manages the session.
+        """Run the cell as a prompt on a SageMaker endpoint; %sagemaker COMMAND manages the session.
 
-        Cell: ``%%sagemaker [VAR <<] [ENDPOINT] [options]``; ``{name}`` in the cell is filled from
-        the notebook's variables (looked up, never evaluated). ``%sagemaker help`` lists the commands.
+        The first line names the endpoint and the options, the lines below it are the prompt; {name} in
+        the prompt is filled from the notebook's variables (looked up, never evaluated).
+        %sagemaker help lists the commands.
         """
         try:
             return self._line(line) if cell is None else self._cell(line, cell)
