@@ -2,7 +2,8 @@
 
 Builds the request (body from the handler, SageMaker's invoke headers from
 :class:`InvokeOptions`), times the call, decodes the answer, and translates every failure into
-the project's errors.
+the project's errors. :func:`build_request` is the edge every entry point passes: text that UTF-8
+cannot encode and bodies above the real-time limit are refused there, before anything is sent.
 """
 
 from __future__ import annotations
@@ -11,17 +12,62 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from sm_magic.errors import HandlerError, SageMakerError, translate
+from sm_magic.errors import EncodingError, HandlerError, RequestTooLarge, SageMakerError, translate
 from sm_magic.handlers.base import ContentHandler, Prompt
 from sm_magic.options import InvokeOptions
 from sm_magic.result import Request, Result
 from sm_magic.session import Session
-from sm_magic.streaming import decode_stream
+from sm_magic.streaming import StreamDecoder
+
+REALTIME_BODY_LIMIT = 6 * 1024 * 1024  # bytes: InvokeEndpoint(WithResponseStream)'s Body max in botocore's model
+SNIPPET = 20  # characters shown either side of a character that cannot be encoded
+
+
+def check_encodable(text: str, where: str = "prompt", endpoint: str | None = None) -> None:
+    """Raise :class:`EncodingError` when UTF-8 cannot encode ``text`` (a lone surrogate)."""
+    if text.isascii():
+        return
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        start, end = max(0, e.start - SNIPPET), e.start + SNIPPET
+        snippet = ("…" if start else "") + repr(text[start:end])[1:-1] + ("…" if end < len(text) else "")
+        raise EncodingError(where=where, position=e.start, character=text[e.start], snippet=snippet,
+                            endpoint=endpoint) from None
+
+
+def _check_values(value: Any, where: str, endpoint: str | None) -> None:
+    if isinstance(value, str):
+        check_encodable(value, where, endpoint)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_values(item, f"{where} {key!r}" if where == "parameter" else where, endpoint)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            _check_values(item, where, endpoint)
+
+
+def check_prompt(prompt: Prompt, params: dict[str, Any], endpoint: str | None = None) -> None:
+    """Every text a request carries must be encodable: the prompt, each message, string parameters."""
+    if isinstance(prompt, str):
+        check_encodable(prompt, "prompt", endpoint)
+    else:
+        for i, message in enumerate(prompt, 1):
+            role = message.get("role", "?") if isinstance(message, dict) else "?"
+            content = message.get("content") if isinstance(message, dict) else message
+            _check_values(content, f"message {i} ({role})", endpoint)
+    _check_values(params, "parameter", endpoint)
 
 
 def build_request(endpoint: str, prompt: Prompt, handler: ContentHandler, params: dict[str, Any],
-                  options: InvokeOptions | None = None, stream: bool = False) -> Request:
-    """The body and headers a call would send (no network)."""
+                  options: InvokeOptions | None = None, stream: bool = False,
+                  limit: int | None = REALTIME_BODY_LIMIT) -> Request:
+    """The body and headers a call would send (no network).
+
+    Raises :class:`EncodingError` for text UTF-8 cannot encode and :class:`RequestTooLarge` for a body
+    above ``limit`` bytes (the real-time limit; asynchronous inference passes its own, or None).
+    """
+    check_prompt(prompt, params, endpoint)
     options = options or InvokeOptions()
     if handler.custom_attributes and not options.custom_attributes:
         options = InvokeOptions(**{**vars(options), "custom_attributes": handler.custom_attributes})
@@ -31,6 +77,8 @@ def build_request(endpoint: str, prompt: Prompt, handler: ContentHandler, params
         raise
     except Exception as e:
         raise HandlerError(f"could not encode the request ({type(e).__name__}: {e}).", handler=handler.name) from e
+    if limit is not None and len(body) > limit:
+        raise RequestTooLarge(len(body), limit, endpoint=endpoint)
     return Request(endpoint, body, handler.content_type, handler.accepts, options.headers(stream), stream,
                    options.boto_kwargs(stream))
 
@@ -54,7 +102,7 @@ def invoke(session: Session, endpoint: str, prompt: Prompt, handler: ContentHand
         response = client.invoke_endpoint(**_call_kwargs(request))
         body = response["Body"].read()
     except Exception as e:
-        raise translate(e, endpoint=endpoint, region=session.region) from e
+        raise translate(e, endpoint=endpoint, region=session.region, streamed=False) from e
     latency = time.perf_counter() - start
     out = _decode(handler, body, endpoint)
     return Result(
@@ -77,7 +125,11 @@ def _decode(handler: ContentHandler, body: bytes, endpoint: str) -> Any:
 
 class Stream:
     """A streamed call: iterate for text chunks. ``result`` is set when iteration ends,
-    also after an error or :meth:`close` (then it holds the text that arrived)."""
+    also after an error or :meth:`close` (then it holds the text that arrived).
+
+    A stream that ends cleanly without its container's end marker (see ``end_marker`` on the
+    preset handlers) gives a Result with ``truncated=True``: its text is not the whole answer.
+    """
 
     def __init__(self, session: Session, request: Request, handler: ContentHandler, params: dict[str, Any]):
         self.session = session
@@ -105,15 +157,16 @@ class Stream:
         usage: dict[str, int] = {}
         response: dict[str, Any] = {}
         finished = False
+        decoder = StreamDecoder(self.handler)
         try:
             try:
                 response = self.session.runtime.invoke_endpoint_with_response_stream(**_call_kwargs(self.request))
             except Exception as e:
-                raise translate(e, endpoint=endpoint, region=self.session.region) from e
+                raise translate(e, endpoint=endpoint, region=self.session.region, streamed=True) from e
             self._body = response["Body"]
             parts = (event["PayloadPart"]["Bytes"] for event in self._body if "PayloadPart" in event)
             try:
-                for out in decode_stream(parts, self.handler):
+                for out in decoder.decode(parts):
                     if out.usage:
                         usage.update(out.usage)
                     if out.text:
@@ -127,14 +180,15 @@ class Stream:
                     e.partial = self.text
                 raise
             except Exception as e:
-                raise translate(e, endpoint=endpoint, region=self.session.region, partial=self.text) from e
+                raise translate(e, endpoint=endpoint, region=self.session.region, partial=self.text,
+                                streamed=True) from e
             finished = True
         finally:
             self.result = Result(
                 self.text, endpoint, self.handler.name, latency=time.perf_counter() - start,
                 variant=response.get("InvokedProductionVariant"), usage=usage or None, params=self.params,
                 request=self.request, content_type=response.get("ContentType"), streamed=True,
-                interrupted=not finished, first_token=first,
+                interrupted=not finished, truncated=finished and decoder.truncated, first_token=first,
                 response_attributes=response.get("CustomAttributes"),
             )
 

@@ -111,11 +111,67 @@ class ConnectionFailed(SageMakerError):
 
 
 class StreamError(SageMakerError):
-    """A streamed answer broke off; ``partial`` holds the text that arrived before."""
+    """An answer broke off while arriving; ``partial`` holds the text that arrived before.
 
-    def __init__(self, message: str, *, endpoint: str | None = None, partial: str = "", hint: str = ""):
+    ``streamed`` is False for a non-streamed call, whose body is only used whole: nothing is kept then,
+    and the explanation says so (it always says what is true about what was kept).
+    """
+
+    def __init__(self, message: str, *, endpoint: str | None = None, partial: str = "", hint: str = "",
+                 streamed: bool = True):
         super().__init__(message, endpoint=endpoint, hint=hint)
         self.partial = partial
+        self.streamed = streamed
+
+    def kept(self) -> str:
+        """One sentence: what of the answer is kept."""
+        if not self.streamed:
+            return "Nothing of the answer is kept: a non-streamed answer is only read whole."
+        if self.partial:
+            count = len(self.partial)
+            return f"The {count} character{'s' if count != 1 else ''} that arrived are kept as a partial answer."
+        return "Nothing had arrived yet."
+
+    def explain(self) -> str:
+        return f"{self.message} {self.kept()} {self.hint or 'Run again to retry.'}".strip()
+
+
+class EncodingError(ConfigError):
+    """Text that cannot be sent: it holds a character UTF-8 cannot encode (a lone surrogate).
+
+    ``where`` names the text (the prompt, a message, a parameter); :meth:`in_variable` names the
+    notebook variable it came from, when the caller knows it.
+    """
+
+    def __init__(self, *, where: str, position: int, character: str, snippet: str, endpoint: str | None = None):
+        self.where, self.position, self.character, self.snippet = where, position, character, snippet
+        super().__init__(self._message(), endpoint=endpoint, hint=(
+            "Lone surrogates come from bytes decoded with errors='surrogateescape' (file names, subprocess "
+            "output): decode the bytes as UTF-8 again, or clean the text with "
+            "text.encode('utf-8', 'replace').decode('utf-8')."))
+
+    def _message(self) -> str:
+        return (f"The {self.where} cannot be sent: the character at index {self.position} ({self.character!r}) "
+                f"is a lone surrogate, which UTF-8 cannot encode; around it: {self.snippet}.")
+
+    def in_variable(self, name: str) -> EncodingError:
+        """This error naming the variable ``{name}`` the text came from."""
+        self.where = f"variable {{{name}}}"
+        self.message = self._message()
+        self.args = (self.message,)
+        return self
+
+
+class RequestTooLarge(ConfigError):
+    """The request body is above SageMaker's limit for a real-time call (6 MiB)."""
+
+    def __init__(self, size: int, limit: int, *, endpoint: str | None = None):
+        self.size, self.limit = size, limit
+        super().__init__(
+            f"The request body is {size / 2**20:.1f} MiB ({size:,} bytes); SageMaker refuses real-time requests "
+            f"above {limit / 2**20:.0f} MiB ({limit:,} bytes), so nothing was sent.", endpoint=endpoint,
+            hint="Split the text (--docs answers a question over long documents in chunks, --batch sends one "
+                 "call per item), or use asynchronous inference (--async), which takes bodies up to 1 GB via S3.")
 
 
 class PartialAnswer(SageMakerError):
@@ -155,8 +211,12 @@ _CREDENTIAL_CODES = {
 
 
 def translate(exc: BaseException, *, endpoint: str | None = None, region: str | None = None,
-              partial: str = "") -> SageMakerError:
-    """Map a botocore/boto3 exception to the project's type (the original becomes the cause)."""
+              partial: str = "", streamed: bool = False) -> SageMakerError:
+    """Map a botocore/boto3 exception to the project's type (the original becomes the cause).
+
+    ``streamed`` and ``partial`` say what of the answer arrived and is kept, so a broken connection's
+    message never claims text was kept when the call was not streamed.
+    """
     from botocore import exceptions as bx
     from botocore.eventstream import ParserError
     from urllib3.exceptions import ProtocolError
@@ -169,8 +229,7 @@ def translate(exc: BaseException, *, endpoint: str | None = None, region: str | 
         message = exc.response.get("Error", {}).get("Message", str(exc))
         return StreamError(
             f"The stream from endpoint '{endpoint}' broke off ({code}: {message}).",
-            endpoint=endpoint, partial=partial,
-            hint="The text that arrived is kept; run the cell again to retry.",
+            endpoint=endpoint, partial=partial, streamed=True,
         )
     if isinstance(exc, bx.ClientError):
         error = exc.response.get("Error", {})
@@ -193,8 +252,9 @@ def translate(exc: BaseException, *, endpoint: str | None = None, region: str | 
         if code in ("ThrottlingException", "ModelNotReadyException", "TooManyRequestsException"):
             what = "is still loading the model" if code == "ModelNotReadyException" else "is throttling requests"
             return Throttled(
-                f"Endpoint '{endpoint}' {what} ({code}: {message}), and retries did not get through.",
-                endpoint=endpoint, hint="Wait a little and run again, or lower --concurrency.",
+                f"Endpoint '{endpoint}' {what} ({code}: {message}).", endpoint=endpoint,
+                hint="botocore retries this up to max_attempts times in all; wait a little and run again, "
+                     "lower --concurrency, or raise max_attempts with `%sagemaker config`.",
             )
         if code in ("AccessDeniedException", "AccessDenied"):
             return CredentialsError(
@@ -233,12 +293,13 @@ def translate(exc: BaseException, *, endpoint: str | None = None, region: str | 
     if isinstance(exc, bx.ConnectionClosedError):
         return ConnectionFailed(
             f"Endpoint '{endpoint}' closed the connection before answering.", endpoint=endpoint,
-            hint="botocore retried; if it keeps happening, check the endpoint's health and logs.",
+            hint="botocore retries this up to max_attempts times in all; if it keeps happening, check the "
+                 "endpoint's health and logs.",
         )
     if isinstance(exc, bx.ResponseStreamingError | ParserError | ProtocolError):
         return StreamError(
             f"The connection to endpoint '{endpoint}' broke while the answer was arriving ({type(exc).__name__}).",
-            endpoint=endpoint, partial=partial, hint="The text that arrived is kept; run again to retry.",
+            endpoint=endpoint, partial=partial, streamed=streamed,
         )
     if isinstance(exc, bx.EndpointConnectionError | bx.ConnectTimeoutError | bx.HTTPClientError):
         return ConnectionFailed(

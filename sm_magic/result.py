@@ -9,6 +9,7 @@ from typing import Any
 FORMATS = ("markdown", "text", "json")
 SOURCES_SHOWN = 10  # sources listed in a terminal; .sources has them all
 SOURCE_WORDS = 80  # characters of each source shown
+BODY_SHOWN = 20_000  # characters of a request body a dry run shows
 
 
 @dataclass
@@ -28,11 +29,16 @@ class Request:
         op = "invocations-response-stream" if self.stream else "invocations"
         return f"POST /endpoints/{self.endpoint}/{op}"
 
-    def body_text(self) -> str:
+    def body_text(self, limit: int | None = BODY_SHOWN) -> str:
+        """The body as text (JSON indented); past ``limit`` characters it is cut and says how much."""
         try:
-            return json.dumps(json.loads(self.body), indent=2, ensure_ascii=False)
+            text = json.dumps(json.loads(self.body), indent=2, ensure_ascii=False)
         except (ValueError, UnicodeDecodeError):
-            return self.body.decode("utf-8", "replace")
+            text = self.body.decode("utf-8", "replace")
+        if limit is None or len(text) <= limit:
+            return text
+        return (f"{text[:limit]}\n… {len(text) - limit:,} more characters not shown "
+                f"(the body is {len(self.body):,} bytes; .body has it all)")
 
     def describe(self) -> str:
         accept = "X-Amzn-SageMaker-Accept" if self.stream else "Accept"

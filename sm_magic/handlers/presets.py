@@ -30,6 +30,12 @@ def _openai_usage(data: dict) -> dict[str, int] | None:
     return {k: v for k, v in usage.items() if isinstance(v, int)} if isinstance(usage, dict) else None
 
 
+def _last(out: Output) -> Output:
+    """Mark the container's last event, its end marker: a stream that ends without one is truncated."""
+    out.final = True  # type: ignore[attr-defined]  # read by the stream decoder with getattr
+    return out
+
+
 def _tgi_usage(details: Any, prompt_tokens: int | None = None) -> dict[str, int] | None:
     if not isinstance(details, dict) or "generated_tokens" not in details:
         return None
@@ -40,6 +46,7 @@ class TGI(JSONHandler):
     """Hugging Face TGI: sends the prompt as "inputs" with "parameters", reads "generated_text"; streams tokens."""
 
     name = "tgi"
+    end_marker = "a last event carrying generated_text"
 
     def encode(self, prompt: Prompt, params: dict[str, Any], stream: bool = False) -> bytes:
         body: dict[str, Any] = {"inputs": as_text(prompt), "parameters": _tgi_parameters(params)}
@@ -58,7 +65,7 @@ class TGI(JSONHandler):
     def decode_event(self, payload: str) -> Output | None:
         data = self.load(payload)
         if isinstance(data, list):  # the container answered without streaming
-            return self.decode(payload.encode())
+            return _last(self.decode(payload.encode()))
         if not isinstance(data, dict):
             raise self.shape_error('a {"token": ...} event', payload)
         if "error" in data:
@@ -66,11 +73,13 @@ class TGI(JSONHandler):
         token = data.get("token")
         if not isinstance(token, dict):
             if isinstance(data.get("generated_text"), str):
-                return self.decode(payload.encode())
+                return _last(self.decode(payload.encode()))
             raise self.shape_error('a {"token": ...} event', payload)
         details = data.get("details") or {}
         text = "" if token.get("special") else token.get("text", "")
-        return Output(text, _tgi_usage(details), details.get("finish_reason"))
+        out = Output(text, _tgi_usage(details), details.get("finish_reason"))
+        # TGI's last event carries the whole generated_text (and details); the others carry null
+        return _last(out) if isinstance(data.get("generated_text"), str) or out.finish_reason else out
 
 
 class ChatCompletions(JSONHandler):
@@ -78,6 +87,7 @@ class ChatCompletions(JSONHandler):
 
     name = "tgi-messages"
     chat = True
+    end_marker = "a chunk with a finish_reason, or data: [DONE]"
 
     def encode(self, prompt: Prompt, params: dict[str, Any], stream: bool = False) -> bytes:
         body: dict[str, Any] = {"messages": as_messages(prompt)}
@@ -114,9 +124,10 @@ class ChatCompletions(JSONHandler):
             return Output("", usage)
         choice = data["choices"][0]
         if "message" in choice:  # the container answered without streaming
-            return self.decode(payload.encode())
+            return _last(self.decode(payload.encode()))
         delta = choice.get("delta") or {}
-        return Output(delta.get("content") or "", usage, choice.get("finish_reason"))
+        out = Output(delta.get("content") or "", usage, choice.get("finish_reason"))
+        return _last(out) if out.finish_reason else out
 
 
 class LMIChat(ChatCompletions):
@@ -129,6 +140,7 @@ class LMI(JSONHandler):
     """DJL LMI (rolling batch): sends "inputs" with "parameters", reads "generated_text"; streams JSON lines."""
 
     name = "lmi"
+    end_marker = "a last line carrying generated_text"
 
     def encode(self, prompt: Prompt, params: dict[str, Any], stream: bool = False) -> bytes:
         body: dict[str, Any] = {"inputs": as_text(prompt),
@@ -149,7 +161,8 @@ class LMI(JSONHandler):
     def decode_event(self, payload: str) -> Output | None:
         data = self.load(payload)
         if isinstance(data, dict) and isinstance(data.get("outputs"), list):  # dynamic batch lines
-            return Output("".join(map(str, data["outputs"])))
+            # the older format has no end marker: any line may be the last, so none is missing
+            return _last(Output("".join(map(str, data["outputs"]))))
         if not isinstance(data, dict):
             raise self.shape_error('a {"token": ...} line', payload)
         details = data.get("details") or {}
@@ -158,9 +171,11 @@ class LMI(JSONHandler):
         token = data.get("token")
         if not isinstance(token, dict):
             if isinstance(data.get("generated_text"), str):
-                return self.decode(payload.encode())
+                return _last(self.decode(payload.encode()))
             raise self.shape_error('a {"token": ...} line', payload)
-        return Output(token.get("text") or "", _tgi_usage(details), details.get("finish_reason"))
+        out = Output(token.get("text") or "", _tgi_usage(details), details.get("finish_reason"))
+        # LMI's last line carries generated_text (and details.finish_reason when details are on)
+        return _last(out) if isinstance(data.get("generated_text"), str) or out.finish_reason else out
 
 
 class Llama2Chat(JSONHandler):
