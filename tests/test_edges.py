@@ -336,6 +336,6 @@ def test_history_after_a_lone_surrogate_stays_printable(ip, local):
         cell(ip, "tgi", "{s}")
     cell(ip, "tgi", "hi")
     value, _ = line(ip, "history rows")
-    data = value._repr_mimebundle_()[0] if hasattr(value, "_repr_mimebundle_") else {"text/plain": repr(value)}
-    json.dumps(data, ensure_ascii=False).encode("utf-8")  # what a kernel sends: must not raise
+    shown = {"text/markdown": value._repr_markdown_(), "text/plain": repr(value)}
+    json.dumps(shown, ensure_ascii=False).encode("utf-8")  # what a kernel sends: must not raise
     assert [r["status"] for r in ip.user_ns["rows"][-2:]] == ["EncodingError", "ok"]

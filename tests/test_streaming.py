@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from sm_magic.errors import HandlerError, SageMakerError, StreamError
 from sm_magic.handlers.registry import Registry
-from sm_magic.streaming import LineSplitter, decode_stream, payload_of
+from sm_magic.streaming import LineSplitter, StreamDecoder, decode_stream, payload_of
 
 REGISTRY = Registry()
 TOKENS = ["Elizabeth", " stayed", " 3", " days", " — ", "über", " 日本", " 🎉"]
@@ -144,3 +144,50 @@ def test_lmi_error_is_raised_whatever_the_split():
     for cut in range(len(data) + 1):
         with pytest.raises(StreamError):
             text_of([data[:cut], data[cut:]], "lmi")
+
+
+def decoded(data: bytes, handler: str, cut: int | None = None) -> StreamDecoder:
+    decoder = StreamDecoder(REGISTRY.get(handler))
+    for _ in decoder.decode([data] if cut is None else [data[:cut], data[cut:]]):
+        pass
+    return decoder
+
+
+def without_last_event(data: bytes) -> bytes:
+    """The stream with its final event (TGI, LMI) or finish/[DONE] lines (chat) removed."""
+    lines = data.rstrip(b"\n").split(b"\n")
+    kept = [x for x in lines if b"generated_text\": \"" not in x and b"[DONE]" not in x and b"finish_reason" not in x]
+    return b"\n".join(kept) + b"\n"
+
+
+def test_complete_streams_have_their_end_marker_whatever_the_split():
+    for handler, data in SAMPLES[:3]:
+        for cut in range(0, len(data) + 1, 7):
+            assert not decoded(data, handler, cut).truncated, (handler, cut)
+
+
+@pytest.mark.parametrize("handler", ["tgi", "lmi", "tgi-messages"])
+def test_a_stream_without_its_end_marker_is_truncated(handler):
+    data = dict(SAMPLES)[handler]
+    cut = without_last_event(data)
+    assert cut != data
+    decoder = decoded(cut, handler)
+    assert decoder.truncated
+    assert text_of([cut], handler)[0] == "".join(TOKENS)  # every token came; only the end marker did not
+
+
+def test_a_chat_stream_ends_with_a_finish_reason_or_done():
+    chunk = {"object": "chat.completion.chunk", "choices": [{"delta": {"content": "a"}, "finish_reason": None}]}
+    line = b"data: " + json.dumps(chunk).encode() + b"\n\n"
+    assert decoded(line, "tgi-messages").truncated
+    assert not decoded(line + b"data: [DONE]\n\n", "tgi-messages").truncated
+    chunk["choices"][0]["finish_reason"] = "length"
+    assert not decoded(b"data: " + json.dumps(chunk).encode() + b"\n\n", "tgi-messages").truncated
+
+
+def test_lmi_dynamic_batch_lines_have_no_end_marker_to_miss():
+    assert not decoded(b'{"outputs": ["This"]}\n{"outputs": [" is"]}', "lmi").truncated
+
+
+def test_a_tgi_stream_answered_without_streaming_is_complete():
+    assert not decoded(b'[{"generated_text": "whole"}]', "tgi").truncated
