@@ -31,11 +31,14 @@ _LAZY = {
     "SageMaker": "sm_magic.resolve",
     "Runner": "sm_magic.runner",
     "LocalEndpoint": "sm_magic.local.server",
+    "submit": "sm_magic.async_",
+    "AsyncCall": "sm_magic.async_",
 }
 
 __all__ = [*_LAZY, "load_ipython_extension", "unload_ipython_extension"]
 
 if TYPE_CHECKING:
+    from sm_magic.async_ import AsyncCall, submit
     from sm_magic.batch import BatchResult, run_batch
     from sm_magic.calls import invoke, stream
     from sm_magic.chains import Document, load_qa_chain
@@ -65,9 +68,11 @@ def __dir__() -> list[str]:
 
 def load_ipython_extension(ipython: Any) -> None:
     """``%load_ext sm_magic``: register the magics (no network, no heavy imports)."""
-    from sm_magic.magics import SageMakerMagics
+    from sm_magic.magics import SageMakerMagics, question_marks_stay_in_the_line
 
     ipython.register_magics(SageMakerMagics)
+    if question_marks_stay_in_the_line not in ipython.input_transformers_cleanup:
+        ipython.input_transformers_cleanup.append(question_marks_stay_in_the_line)
 
 
 def unload_ipython_extension(ipython: Any) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from sm_magic.local.backends import INSTALL_HINT, model_available
 from sm_magic.local.config import EndpointSpec, ServerConfig
+from sm_magic.local.containers import CONTAINERS
 from sm_magic.local.server import LocalEndpoint
 from sm_magic.session import LOCAL_KEY, LOCAL_SECRET
 
@@ -42,8 +43,8 @@ def _server_config(args: argparse.Namespace) -> ServerConfig:
     except ValueError as e:
         raise SystemExit(f"sm-magic serve: {e}") from None
     for spec in config.endpoints:
-        if spec.backend == "auto":
-            spec.backend = backend
+        if spec.backend == "auto" and not getattr(CONTAINERS[spec.format], "embeds", False):
+            spec.backend = backend  # embedding endpoints choose their own model
         spec.max_concurrency = spec.max_concurrency or getattr(args, "max_concurrency", 0)
         spec.max_rps = spec.max_rps or getattr(args, "max_rps", 0.0)
     if getattr(args, "s3_endpoint_url", None):

@@ -58,6 +58,17 @@ def option_reference() -> str:
     return "\n".join(rows) + "\n\n```\n" + help_text() + "\n```"
 
 
+_LINE_WITH_WORDS = re.compile(r"^\s*%sagemaker\s+(\S.*?\?+)\s*$")
+
+
+def question_marks_stay_in_the_line(lines: list[str]) -> list[str]:
+    """A ``%sagemaker`` line with words ending in ``?`` goes to the magic (which says prompts go in a
+    cell), not to IPython's help syntax."""
+    if len(lines) == 1 and (match := _LINE_WITH_WORDS.match(lines[0])):
+        return [f"get_ipython().run_line_magic('sagemaker', {match.group(1)!r})\n"]
+    return lines
+
+
 def _argv(line: str) -> list[str]:
     """Shell-like words: quotes and spaces survive (JSON in -m, stop sequences)."""
     from IPython.utils.process import arg_split

@@ -163,8 +163,7 @@ class Param:
             if self.type == "list":
                 kwargs["action"] = "append"
             if self.choices:
-                kwargs["choices"] = self.choices
-                kwargs["type"] = str
+                kwargs.update(choices=self.choices, type=str, help=f"{self.help}: {', '.join(self.choices)}")
         kwargs.update(overrides)
         flags = [self.short, self.option] if self.short else [self.option]
         parser.add_argument(*flags, **kwargs)
@@ -228,7 +227,13 @@ PARAMS: tuple[Param, ...] = (
     # document QA
     P("docs", QA, "str", "answer the cell's question from these documents", metavar="VAR|GLOB"),
     P("template", QA, "str", "QA template (string or PromptTemplate) with {context} and {question}", metavar="VAR"),
-    P("mode", QA, "str", "QA mode", choices=("auto", "stuff", "map-reduce", "refine")),
+    P("mode", QA, "str", "QA mode", choices=("auto", "stuff", "map-reduce", "refine", "retrieve")),
+    P("retrieve", QA, "int", "retrieval QA: send only the K chunks most similar to the question", low=1, high=100,
+      metavar="K", alias=True),
+    P("embeddings", QA, "str", "embeddings endpoint or alias for retrieval QA", metavar="ENDPOINT", alias=True,
+      config=True),
+    P("embeddings_handler", QA, "str", "embeddings format: tei-embedding, jumpstart-embedding, or auto (detect)",
+      alias=True),
     P("allow_partial", QA, "bool", "accept an answer built from fewer chunks than planned (it says so)"),
     P("context_tokens", QA, "int", "the endpoint's context size for QA (tokens)", default=2048, low=64,
       alias=True, config=True),

@@ -7,12 +7,12 @@ answers many concurrently, so the magics, the panel and LangChain chains all use
 from __future__ import annotations
 
 import glob
-import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sm_magic.chunks import Chunk, estimate_tokens
 from sm_magic.errors import ConfigError, PartialAnswer, SageMakerError
 from sm_magic.result import Result
 
@@ -33,13 +33,11 @@ help, repeat the existing answer.
 Question: {question}
 Answer:"""
 
-MODES = ("auto", "stuff", "map-reduce", "refine")
-CHARS_PER_TOKEN = 3.0  # conservative for English (≈4): estimates run high, prompts stay in budget
+MODES = ("auto", "stuff", "map-reduce", "refine", "retrieve")
+RETRIEVE_K = 4  # chunks sent to the LLM when retrieval is chosen without --retrieve K
+EMBED_CHUNK_TOKENS = 200  # embedding models read ~256 tokens (all-MiniLM-L6-v2: 256 word pieces)
 TEXT_SUFFIXES = {".txt", ".md", ".markdown", ".rst", ".text", ""}
 
-
-def estimate_tokens(text: str) -> int:
-    return math.ceil(len(text) / CHARS_PER_TOKEN)
 
 
 @dataclass
@@ -48,20 +46,6 @@ class SourceText:
 
     text: str
     source: str
-
-
-@dataclass
-class Chunk:
-    text: str
-    source: str
-    index: int
-
-    @property
-    def tokens(self) -> int:
-        return estimate_tokens(self.text)
-
-    def as_source(self) -> dict[str, Any]:
-        return {"source": self.source, "chunk": self.index, "text": self.text[:200]}
 
 
 # -- inputs ----------------------------------------------------------------------------------------
@@ -153,12 +137,26 @@ class Plan:
     mode: str
     chunks: list[Chunk]
     prompts: list[str] = field(default_factory=list)  # stuff: one; map-reduce: the map step; refine: first
+    reason: str = ""  # why this mode (auto)
+    k: int = 0  # retrieve: chunks sent
+    hits: list[Any] = field(default_factory=list)  # retrieve: the chunks found, with scores
+    embedded: str = ""  # retrieve: what embedding cost (chunks embedded, cached)
+
+    @property
+    def calls(self) -> int:
+        """LLM calls the plan makes (map-reduce: the map step)."""
+        return len(self.prompts) if self.mode == "map-reduce" else (len(self.chunks) if self.mode == "refine" else 1)
 
     def describe(self) -> str:
         tokens = [estimate_tokens(p) for p in self.prompts]
-        lines = [f"mode: {self.mode}", f"chunks: {len(self.chunks)} from "
-                 f"{len({c.source for c in self.chunks})} document(s)"]
-        if self.mode == "stuff":
+        lines = [f"mode: {self.mode}" + (f" ({self.reason})" if self.reason else ""),
+                 f"chunks: {len(self.chunks)} from {len({c.source for c in self.chunks})} document(s)"]
+        if self.mode == "retrieve":
+            lines.append(f"embeddings: {self.embedded}" if self.embedded else "")
+            lines += [f"  {h.score:.3f}  {h.chunk.source}#{h.chunk.index}: {h.chunk.text[:100]!r}" for h in self.hits]
+            if self.prompts:
+                lines.append(f"1 call, ~{tokens[0]} tokens\n\n{self.prompts[0]}")
+        elif self.mode == "stuff":
             lines.append(f"1 call, ~{tokens[0]} tokens\n\n{self.prompts[0]}")
         elif self.mode == "map-reduce":
             lines.append(f"map: {len(tokens)} concurrent calls, ~{min(tokens)}–{max(tokens)} tokens each; "
@@ -169,7 +167,11 @@ class Plan:
 
 
 def make_plan(question: str, documents: list[SourceText], template: str, mode: str, context_tokens: int,
-              max_new_tokens: int) -> Plan:
+              max_new_tokens: int, retrieve_k: int | None = None) -> Plan:
+    """Which mode answers ``question`` from ``documents`` within ``context_tokens``, and its chunks.
+
+    ``retrieve_k``: an embeddings endpoint is there (``--embeddings``), so ``auto`` retrieves the
+    ``retrieve_k`` best chunks instead of mapping over all of them when the documents do not fit."""
     if mode not in MODES:
         raise ConfigError(f"Unknown QA mode {mode!r}; choose one of {', '.join(MODES)}.")
     if not documents:
@@ -177,18 +179,29 @@ def make_plan(question: str, documents: list[SourceText], template: str, mode: s
     whole = [Chunk(d.text.strip(), d.source, 0) for d in documents]
     stuffed = fill_fields(template, context="\n\n".join(c.text for c in whole), question=question)
     budget = context_tokens - max_new_tokens
-    if mode == "stuff" or (mode == "auto" and estimate_tokens(stuffed) <= budget):
-        return Plan("stuff", whole, [stuffed])
+    fits = estimate_tokens(stuffed) <= budget
+    if mode == "stuff" or (mode == "auto" and fits):
+        return Plan("stuff", whole, [stuffed], reason=f"~{estimate_tokens(stuffed)} tokens fit in {budget}"
+                    if mode == "auto" else "")
     overhead = estimate_tokens(fill_fields(REFINE_TEMPLATE if mode == "refine" else template,
                                     context="", question=question, answer=" " * 400))
     room = budget - overhead
     if room < 64:
         raise ConfigError(f"The context size ({context_tokens} tokens) leaves no room for documents after the "
                           f"template, question and {max_new_tokens} new tokens; raise --context-tokens.")
+    if mode == "retrieve" or (mode == "auto" and retrieve_k):
+        k = retrieve_k or RETRIEVE_K
+        size = max(32, min(room // k, EMBED_CHUNK_TOKENS))
+        why = (f"~{estimate_tokens(stuffed)} tokens do not fit in {budget}; an embeddings endpoint is set, so the "
+               f"{k} most relevant chunks are sent" if mode == "auto" else "")
+        return Plan("retrieve", split(documents, size, overlap_tokens=min(32, size // 8)), reason=why, k=k)
     chunks = split(documents, room, overlap_tokens=min(64, room // 10))
+    reason = (f"~{estimate_tokens(stuffed)} tokens do not fit in {budget}; no embeddings endpoint (--embeddings) "
+              "for retrieval" if mode == "auto" else "")
     mode = "map-reduce" if mode == "auto" else mode
     if mode == "map-reduce":
-        return Plan(mode, chunks, [fill_fields(template, context=c.text, question=question) for c in chunks])
+        return Plan(mode, chunks, [fill_fields(template, context=c.text, question=question) for c in chunks],
+                    reason=reason)
     return Plan(mode, chunks, [fill_fields(template, context=chunks[0].text, question=question)])
 
 
@@ -207,7 +220,7 @@ def answer(question: str, docs: Any, ask: Ask, ask_many: AskMany, *, template: A
     """
     text = template_text(template)
     plan = plan or make_plan(question.strip(), load_documents(docs), text, mode, context_tokens, max_new_tokens)
-    if plan.mode == "stuff":
+    if plan.mode in ("stuff", "retrieve"):
         result = ask(plan.prompts[0])
     elif plan.mode == "refine":
         result = _refine(question.strip(), plan, ask)
@@ -215,8 +228,10 @@ def answer(question: str, docs: Any, ask: Ask, ask_many: AskMany, *, template: A
         result = _map_reduce(question.strip(), plan, text, ask, ask_many, context_tokens - max_new_tokens)
     failures = result.data.get("map_failures", []) if isinstance(result.data, dict) else []
     used = result.data.pop("used", plan.chunks) if isinstance(result.data, dict) else plan.chunks
-    result.sources = [c.as_source() for c in used]
-    result.data = {"mode": plan.mode, **(result.data if isinstance(result.data, dict) else {})}
+    result.sources = ([h.chunk.as_source(h.score) for h in plan.hits] if plan.mode == "retrieve"
+                      else [c.as_source() for c in used])
+    result.data = {"mode": plan.mode, **({"embeddings": plan.embedded} if plan.embedded else {}),
+                   **(result.data if isinstance(result.data, dict) else {})}
     if failures:
         result.partial = True
         if not allow_partial:

@@ -9,6 +9,7 @@ a journal is attached, a row on disk.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections import deque
@@ -86,6 +87,7 @@ class Runner:
         self.listeners: list[Callable[[HistoryEntry], None]] = []
         self._lock = threading.Lock()
         self._journal: Any = None
+        self._embeddings: dict[tuple, tuple[Any, Any]] = {}
 
     @property
     def journal(self) -> Any:
@@ -327,8 +329,7 @@ class Runner:
 
         plan = self.plan(spec, docs, template=template, mode=mode, context_tokens=context_tokens)
         resolved = self.state.resolve(spec)
-        self.check_budget(len(plan.prompts) if plan.mode == "map-reduce" else len(plan.chunks), resolved,
-                          plan.describe())
+        self.check_budget(plan.calls, resolved, plan.describe())
         workers, resolved = self.concurrency_for(resolved, concurrency or resolved.values.get("concurrency"))
         single = self._asker(spec, resolved)
 
@@ -357,13 +358,51 @@ class Runner:
 
     def plan(self, spec: CallSpec, docs: Any, *, template: Any = None, mode: str | None = None,
              context_tokens: int | None = None, concurrency: int | None = None) -> Any:
-        """What document QA would send (a dry run): the mode and each call's prompt."""
+        """What document QA sends: the mode (and why), the chunks, each call's prompt. A retrieval plan
+        is filled here (chunks embedded as needed, the best K found), so a dry run shows what is sent."""
         from sm_magic.qa import load_documents, make_plan, template_text
 
         resolved = self.state.resolve(spec)
-        return make_plan(str(spec.prompt).strip(), load_documents(docs), template_text(template), mode or "auto",
-                         context_tokens or resolved.values["context_tokens"],
-                         int(resolved.params.get("max_new_tokens") or 256))
+        values = resolved.values
+        if values.get("retrieve") and not mode:
+            mode = "retrieve"
+        retrieve_k = values.get("retrieve") or (4 if values.get("embeddings") else None)
+        question, text = str(spec.prompt).strip(), template_text(template)
+        plan = make_plan(question, load_documents(docs), text, mode or "auto",
+                         context_tokens or values["context_tokens"], int(resolved.params.get("max_new_tokens") or 256),
+                         retrieve_k)
+        if plan.mode == "retrieve":
+            from sm_magic.retrieval import retrieve
+
+            embeddings, index = self.embeddings_for(resolved)
+            retrieve(plan, question, text, embeddings, index)
+        return plan
+
+    def embeddings_for(self, resolved: Resolved) -> tuple[Any, Any]:
+        """The embeddings endpoint named by ``embeddings`` (an alias works) and its vector index, made once."""
+        from sm_magic.embeddings import SagemakerEndpointEmbeddings
+        from sm_magic.journal import home
+        from sm_magic.vectors import VectorIndex
+
+        name = resolved.values.get("embeddings")
+        if not name:
+            raise ConfigError("Retrieval needs an embeddings endpoint: add --embeddings ENDPOINT, or set one with "
+                              "`%sagemaker config embeddings=ENDPOINT` (or in the alias).")
+        values, alias = self.state.values_for({}, endpoint=name)
+        session = self.state.session_for(alias.session_changes() if alias else {})
+        handler = resolved.values.get("embeddings_handler") or values.get("embeddings_handler") or "auto"
+        if handler == "auto":  # TEI's image, else JumpStart's format (text_inputs → embedding)
+            found = self.state.detect(session, values["endpoint"])
+            tei = found.handler != "embedding" or re.search(r"tei|text-embeddings-inference", found.image, re.I)
+            handler = "tei-embedding" if tei else "jumpstart-embedding"
+        key = (id(session), values["endpoint"], handler)
+        with self._lock:
+            if key not in self._embeddings:
+                embeddings = SagemakerEndpointEmbeddings(endpoint_name=values["endpoint"], session=session,
+                                                         content_handler=handler)
+                path = (Path(self.state.home).expanduser() if self.state.home else home()) / "embeddings.sqlite"
+                self._embeddings[key] = (embeddings, VectorIndex(path, space=embeddings.identity))
+            return self._embeddings[key]
 
     # -- batches ---------------------------------------------------------------------------------------
     def batch(self, spec: CallSpec, items: Any, namespace: Mapping[str, Any], *, column: str | None = None,
@@ -425,7 +464,8 @@ class Runner:
                 meta = {**_job_meta(spec, resolved, prompts), "token": token, "async": settings.meta()}
                 job_id = journal.start_job("async", resolved.endpoint, key, len(prompts), meta)
         else:
-            settings = AsyncSettings(**job.meta.get("async", {}))
+            settings = AsyncSettings(**job.meta.get("async", {}))  # a resume waits at least the default
+            settings.max_wait = max(settings.max_wait, AsyncSettings.max_wait)
             token, job_id = job.meta.get("token") or new_token(), job.id
             submitted, finished = journal.submissions(job.id), journal.finished_items(job.id)
         options = resolved.options if single else replace(resolved.options, inference_id=None)

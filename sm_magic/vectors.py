@@ -21,8 +21,6 @@ extra dependency; usearch's ~1.4× does not earn one. (The index of a 2 MB docum
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import os
 import sqlite3
 import threading
@@ -33,14 +31,11 @@ from pathlib import Path
 
 import numpy as np
 
+from sm_magic.chunks import Chunk
 from sm_magic.errors import SageMakerError
 
 EmbedFn = Callable[[list[str]], Sequence[Sequence[float]]]
 _IN_BATCH = 500  # hashes per SELECT ... IN (...)
-
-
-def chunk_hash(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def default_path() -> Path:
@@ -49,19 +44,6 @@ def default_path() -> Path:
 
 class VectorIndexError(SageMakerError):
     """The vector index cannot do what was asked (dimension mismatch, wrong vector count)."""
-
-
-@dataclass(frozen=True)
-class Chunk:
-    """A piece of a document: its text and where it came from."""
-
-    text: str
-    source: str = ""
-    index: int = 0
-
-    @functools.cached_property
-    def hash(self) -> str:
-        return chunk_hash(self.text)
 
 
 @dataclass(frozen=True)

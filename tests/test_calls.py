@@ -50,7 +50,7 @@ def test_result_carries_variant_latency_usage_and_session(session):
     assert result.usage == {"completion_tokens": 3}
     assert result.new_session_id and result.response_attributes == "x=1"
     data, metadata = result._repr_mimebundle_()
-    assert data["text/plain"] == "You said: hi"
+    assert data["text/plain"] == "You said: hi\n" + result.footer_line()
     assert "endpoint `multi`" in data["text/markdown"] and "3 tokens" in data["text/markdown"]
     assert metadata["sm_magic"]["variant"] == "blue"
 

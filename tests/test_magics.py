@@ -146,7 +146,8 @@ def test_stream_shows_tokens_and_keeps_the_result(ip):
     assert result.text == EXPECTED and result.streamed and not result.interrupted
     assert result.first_token is not None and result.first_token <= result.latency
     final = captured.outputs[-1]
-    assert final.data["text/plain"] == EXPECTED and final.metadata["sm_magic"]["endpoint"] == "lmi"
+    assert final.data["text/plain"] == f"{EXPECTED}\n{result.footer_line()}"
+    assert final.metadata["sm_magic"]["endpoint"] == "lmi"
 
 
 def test_interrupt_stops_the_stream_and_keeps_what_arrived(ip, local):

@@ -7,9 +7,10 @@ from langchain_core.documents import Document
 from langchain_core.prompts import PromptTemplate
 
 from sm_magic import SagemakerEndpoint, load_qa_chain
+from sm_magic.chunks import estimate_tokens
 from sm_magic.errors import ConfigError, ModelError, PartialAnswer
 from sm_magic.local import Fault
-from sm_magic.qa import DEFAULT_TEMPLATE, estimate_tokens, load_documents, make_plan, split, template_text
+from sm_magic.qa import DEFAULT_TEMPLATE, load_documents, make_plan, split, template_text
 from tests.conftest import SEED_CONTEXT, SEED_QUESTION
 
 FILLER = ("The committee reviewed the quarterly budget and discussed the parking arrangements. "

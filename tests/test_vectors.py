@@ -10,11 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from sm_magic.chunks import Chunk, chunk_hash
 from sm_magic.embeddings import SagemakerEndpointEmbeddings
 from sm_magic.local import EndpointSpec, LocalEndpoint, ServerConfig
 from sm_magic.local.embedder import EMBEDDING_INSTALL_HINT, embedding_model_available
 from sm_magic.session import Session
-from sm_magic.vectors import Chunk, VectorIndex, VectorIndexError, chunk_hash
+from sm_magic.vectors import VectorIndex, VectorIndexError
 
 NEEDLE = "The lighthouse keeper's cat is named Admiral Whiskers and sleeps on the lamp room stairs."
 QUESTION = "What is the name of the lighthouse keeper's cat?"

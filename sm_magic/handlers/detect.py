@@ -17,7 +17,7 @@ RULES: list[tuple[str, str]] = [
     (r"djl-inference|djl-lmi|lmi\d|tensorrtllm|OPTION_ROLLING_BATCH", "lmi"),
     (r"tgi-inference|text-generation-inference|-tgi\d", "tgi"),
     (r"text2text-flan-t5|flan-t5", "flan-t5"),
-    (r"textembedding|sentence-transformers|embedding", "embedding"),
+    (r"huggingface-tei|text-embeddings-inference|textembedding|sentence-transformers|embedding", "embedding"),
 ]
 
 

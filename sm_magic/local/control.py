@@ -35,6 +35,8 @@ def model_environment(fmt: str) -> dict[str, str]:
         return env
     if fmt.startswith("lmi"):
         return {"HF_MODEL_ID": "HuggingFaceTB/SmolLM2-135M-Instruct", "OPTION_ROLLING_BATCH": "vllm"}
+    if fmt == "tei-embedding":
+        return {"HF_MODEL_ID": "sentence-transformers/all-MiniLM-L6-v2"}
     return {"SAGEMAKER_PROGRAM": "inference.py"}
 
 

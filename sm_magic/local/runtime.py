@@ -64,7 +64,8 @@ class ServedEndpoint:
     def __init__(self, spec: EndpointSpec):
         self.spec = spec
         self.container = CONTAINERS[spec.format]
-        self.backend: Backend = make_backend(spec.backend, spec.token_delay, spec.fill_to_max_tokens)
+        self.backend: Backend = make_backend(spec.backend, spec.token_delay, spec.fill_to_max_tokens,
+                                             embedding=getattr(self.container, "embeds", False))
         self.faults = FaultPlan(spec.faults)
         self.capacity = Capacity(spec.max_concurrency, spec.max_rps)
 

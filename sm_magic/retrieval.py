@@ -1,0 +1,30 @@
+"""Retrieval QA: embed the chunks once (the on-disk index keeps them), send the K most relevant to the LLM.
+
+A second question over the same documents embeds only the question; a changed file embeds only its
+new chunks. The embeddings come from a SageMaker embeddings endpoint (TEI, JumpStart, or a handler).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sm_magic.qa import Plan, fill_fields
+
+
+def retrieve(plan: Plan, question: str, template: str, embeddings: Any, index: Any, progress: bool = True) -> Plan:
+    """Fill a ``retrieve`` plan: embed what the index lacks, find the best ``plan.k`` chunks, build the prompt."""
+    from tqdm.auto import tqdm
+
+    with tqdm(total=len(plan.chunks), desc="embed", disable=not progress, leave=False) as bar:
+
+        def embed(texts: list[str]) -> list[list[float]]:
+            bar.total = len(texts)
+            return embeddings.embed_documents(texts, progress=lambda done, total: bar.update(done - bar.n))
+
+        stats = index.embed_missing(plan.chunks, embed)
+    plan.hits = index.search(embeddings.embed_query(question), plan.k, among=plan.chunks)
+    plan.embedded = (f"{stats.embedded} chunks embedded, {stats.cached} already in the index "
+                     f"({embeddings.endpoint_name})")
+    context = "\n\n".join(hit.chunk.text for hit in plan.hits)
+    plan.prompts = [fill_fields(template, context=context, question=question)]
+    return plan
