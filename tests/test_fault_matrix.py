@@ -171,3 +171,15 @@ def test_fault_matrix(matrix_endpoint, case: Case, path: str):
     server.clear_faults()
     if case.endpoint in ("m-tgi", "m-lmi") and case.region == "us-east-1":
         assert invoke(session, case.endpoint, "again", handler).text == "You said: again"  # still usable
+
+
+@pytest.mark.parametrize("path", ["stream"])
+def test_fault_matrix_stream_truncated_without_end_marker(matrix_endpoint, path):
+    """Row "stream truncated without end marker": the stream ends cleanly before TGI's final event."""
+    server = matrix_endpoint
+    server.clear_faults()
+    server.inject("m-tgi", Fault("lmi-error", after_parts=3))  # TGI has no in-band error: the stream just ends
+    s = stream(make_session(server, CASES[0]), "m-tgi", PROMPT, REGISTRY.get("tgi"))
+    assert "".join(s) == "Peter stayed with"
+    assert s.result.truncated and s.result.status == "truncated" and not s.result.interrupted
+    assert invoke(make_session(server, CASES[0]), "m-tgi", "again", REGISTRY.get("tgi")).text == "You said: again"
