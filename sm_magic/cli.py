@@ -17,7 +17,7 @@ from sm_magic.local.containers import CONTAINERS
 from sm_magic.local.server import LocalEndpoint
 from sm_magic.session import LOCAL_KEY, LOCAL_SECRET
 
-DEFAULT_ENDPOINTS = ["endpoint-name=tgi", "chat=tgi-messages", "lmi=lmi"]
+DEFAULT_ENDPOINTS = ["endpoint-name=tgi", "chat=tgi-messages", "lmi=lmi", "embed=tei-embedding"]
 ROOT = Path(__file__).resolve().parent.parent
 QUICKSTART = ROOT / "notebooks" / "01-quickstart.ipynb"
 

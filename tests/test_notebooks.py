@@ -16,7 +16,7 @@ from sm_magic.local.backends import INSTALL_HINT, model_available
 from tests.conftest import FAKE_KEY_ID, FAKE_SECRET, FAKE_TOKEN
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
-ENDPOINTS = [("endpoint-name", "tgi"), ("chat", "tgi-messages"), ("lmi", "lmi")]
+ENDPOINTS = [("endpoint-name", "tgi"), ("chat", "tgi-messages"), ("lmi", "lmi"), ("embed", "tei-embedding")]
 
 
 def serve(backend: str) -> LocalEndpoint:
@@ -89,6 +89,14 @@ def test_04_document_qa_with_the_real_model(model, tmp_path):
     assert "3 days" in text
     assert "mode: map-reduce" in text and "map-reduce over 12 files" in text
     assert "output_text" in text
+
+
+def test_08_retrieval_qa_with_the_real_models(model, tmp_path):
+    nb = execute("08-retrieval-qa", model, tmp_path)
+    text = outputs(nb)
+    assert "mode: retrieve" in text and "memo-037.txt" in text
+    assert "0 chunks embedded" in text  # the second question embedded nothing but itself
+    assert "an embeddings endpoint is set" in text and "384" in text
 
 
 def test_05_batch_failures_retry_streaming_and_chat(deterministic, tmp_path):
