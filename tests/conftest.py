@@ -47,6 +47,7 @@ def endpoint_specs() -> list[EndpointSpec]:
         EndpointSpec("slow", "tgi", "deterministic", latency=0.05),
         EndpointSpec("long", "lmi", "deterministic", fill_to_max_tokens=True),
         EndpointSpec("trickle", "lmi", "deterministic", fill_to_max_tokens=True, token_delay=0.01),
+        EndpointSpec("tei-embedding", "tei-embedding", "deterministic"),  # hashing vectors
     ]
     return specs
 

@@ -20,7 +20,7 @@ from traitlets import link
 from sm_magic.display import Pacer
 from sm_magic.errors import ConfigError, SageMakerError
 from sm_magic.interpolate import interpolate
-from sm_magic.params import CONFIG_PARAMS, INVOKE, MODEL
+from sm_magic.params import CONFIG_PARAMS, INVOKE, MODEL, QA
 from sm_magic.resolve import CallSpec, local_url
 from sm_magic.result import Result
 from sm_magic.runner import Runner, printable
@@ -30,7 +30,7 @@ FIELD_LABELS = {"max_new_tokens": "Max new tokens", "top_p": "Top-p", "stop": "S
                 "model_kwargs": "Extra JSON", "custom_attributes": "Custom attrs",
                 "inference_component": "Inference comp."}
 QA_MODES = [("no documents", ""), ("auto", "auto"), ("stuff", "stuff"), ("map-reduce", "map-reduce"),
-            ("refine", "refine")]
+            ("refine", "refine"), ("retrieve", "retrieve")]
 
 
 def _text(description: str, css: str, placeholder: str = "", password: bool = False) -> w.Text:
@@ -109,7 +109,7 @@ class Panel:
         # Parameters (generated from the parameter table)
         self.fields: dict[str, w.Widget] = {}
         for param in CONFIG_PARAMS:
-            if param.section in (MODEL, INVOKE):
+            if param.section in (MODEL, INVOKE, QA):
                 label = FIELD_LABELS.get(param.name, param.name.replace("_", " ").capitalize())
                 if param.type in ("list", "json"):
                     field = w.Textarea(description=label, continuous_update=False, placeholder=param.help,
@@ -142,7 +142,8 @@ class Panel:
         self.busy = w.IntProgress(value=0, min=0, max=1, bar_style="info", layout=w.Layout(width="8em",
                                                                                           visibility="hidden"))
         self.busy.add_class("sm-busy")
-        prompt_tab = w.VBox([self.prompt, w.HBox([self.docs, self.upload]), self.qa_mode,
+        qa_fields = [f for n, f in self.fields.items() if CONFIG_PARAMS_BY_NAME[n].section == QA]
+        prompt_tab = w.VBox([self.prompt, w.HBox([self.docs, self.upload]), self.qa_mode, *qa_fields,
                              w.HBox([self.run, self.stream, self.stop, self.dry_run, self.busy])])
 
         # History

@@ -151,6 +151,22 @@ def test_documents_from_the_namespace_and_uploads(panel, ip):
     assert "3 days" in panel.answer.value
 
 
+def test_retrieval_from_the_panel(panel, ip, tmp_path):
+    notes = [f"Memo {i}: the committee discussed budgets again." for i in range(40)]
+    notes[23] = "The spare key is kept in the blue tin box under the lighthouse stairs."
+    ip.user_ns["memos"] = notes
+    panel._refresh_choices()
+    panel.endpoint.value = "tgi"
+    panel.docs.value = "memos"
+    panel.qa_mode.value = "retrieve"
+    panel.fields["embeddings"].value = "tei-embedding"
+    panel.prompt.value = "Where is the spare key kept?"
+    run(panel, panel.dry_run)
+    assert "mode: retrieve" in panel.answer.value and "Question: Where is the spare key kept?" in panel.answer.value
+    run(panel)
+    assert panel.runner.last.data["mode"] == "retrieve" and "sources:" in panel.footer.value
+
+
 def test_errors_are_shown_in_the_panel(panel):
     panel.endpoint.value = "missing-endpoint"
     panel.prompt.value = "hi"
