@@ -35,14 +35,14 @@ STEP = step() { \
   else printf ' failed\n'; tail -n 25 $$out | sed 's/^/  | /'; echo "  The whole log: $(LOG)"; fi; \
   cat $$out >>$(LOG); rm -f $$out; return $$rc; }; step
 
-.PHONY: demo test bench lint lab chromium
+.PHONY: demo test bench lint lab chromium compiler
 
 $(BIN)/python:
 	@echo "Setting up $(VENV) (installers' output: $(LOG))"
 	@$(PY) -m venv $(VENV) && echo "$$(date): $(PY) -m venv $(VENV)" >$(LOG)
 
 # llama-cpp-python first, on its own line: a prebuilt wheel if the index has one, else the build.
-$(DEMO_STAMP): pyproject.toml | $(BIN)/python
+$(DEMO_STAMP): pyproject.toml | $(BIN)/python compiler
 	@echo 'set(LLAMA_BUILD_COMMON OFF CACHE BOOL "" FORCE)' >$(LEAN)
 	@$(PIP) install --only-binary=llama-cpp-python "$(LLAMA)" >>$(LOG) 2>&1 \
 	  && echo "  $(LLAMA): installed without compiling" \
@@ -58,6 +58,12 @@ $(LAB_STAMP): $(DEMO_STAMP)
 $(STAMP): $(DEMO_STAMP)
 	@$(STEP) "Installing the test tools (pytest, moto, Playwright...)" $(PIP) install -e ".[test]"
 	@touch $@ $(LAB_STAMP)
+
+# The llama-cpp-python build needs a C/C++ compiler: Debian's, if the machine has none.
+compiler:
+	@command -v c++ >/dev/null && command -v cc >/dev/null || { [ -z "$(SUDO)" ] || $(SUDO) -v; \
+	  $(STEP) "Installing a C/C++ compiler for llama-cpp-python (apt)" $(SUDO) env DEBIAN_FRONTEND=noninteractive \
+	    sh -c 'apt-get update && apt-get install -y g++'; }
 
 chromium:
 	@command -v chromium >/dev/null || { [ -z "$(SUDO)" ] || $(SUDO) -v; \
