@@ -111,6 +111,23 @@ def check_target(name: str, namespace: dict[str, Any]) -> str:
     return name
 
 
+class _Documented:
+    """The magic as IPython calls it; ``%%sagemaker?`` builds the options' help on demand (not at %load_ext)."""
+
+    def __init__(self, method: Any):
+        self._method = method
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._method(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:  # IPython reads the magic's flags (no_var_expand...)
+        return getattr(self._method, name)
+
+    @property  # type: ignore[override]
+    def __doc__(self) -> str:
+        return f"{self._method.__doc__}\n{cell_parser().format_help()}"
+
+
 @magics_class
 class SageMakerMagics(Magics):
     """Run prompts against Amazon SageMaker endpoints; defaults with ``%config SageMaker.<name>``."""
@@ -118,15 +135,22 @@ class SageMakerMagics(Magics):
     def __init__(self, shell: Any = None, **kwargs: Any):
         super().__init__(shell=shell, **kwargs)
         from sm_magic.resolve import SageMaker
-        from sm_magic.runner import Runner
 
         self.state = SageMaker(parent=self)
-        self.runner = Runner(self.state)
+        self._runner: Any = None
         if shell is not None and self.state not in shell.configurables:
             shell.configurables.append(self.state)  # %config SageMaker.<name>
-        function = type(self).sagemaker
-        if "positional arguments" not in (function.__doc__ or ""):  # %%sagemaker? shows the options by section
-            function.__doc__ = f"{function.__doc__}\n{cell_parser().format_help()}"
+        for kind in ("line", "cell"):
+            self.magics[kind]["sagemaker"] = _Documented(self.magics[kind]["sagemaker"])
+
+    @property
+    def runner(self) -> Any:
+        """The shell's :class:`~sm_magic.runner.Runner` (made on first use: %load_ext stays cheap)."""
+        if self._runner is None:
+            from sm_magic.runner import Runner
+
+            self._runner = Runner(self.state)
+        return self._runner
 
     @line_cell_magic
     @no_var_expand  # IPython would evaluate {expr} in the options line; we never evaluate
