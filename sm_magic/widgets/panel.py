@@ -18,37 +18,17 @@ import ipywidgets as w
 from traitlets import link
 
 from sm_magic.display import Pacer
-from sm_magic.errors import ConfigError, SageMakerError
+from sm_magic.errors import SageMakerError
 from sm_magic.interpolate import interpolate
-from sm_magic.params import CONFIG_PARAMS, INVOKE, MODEL, QA
+from sm_magic.params import INVOKE, MODEL, QA
 from sm_magic.resolve import CallSpec, local_url
 from sm_magic.result import Result
 from sm_magic.runner import Runner, printable
+from sm_magic.widgets import fields
 
 HISTORY_REDRAW = 0.5  # seconds between history redraws, however many calls complete
-FIELD_LABELS = {"max_new_tokens": "Max new tokens", "top_p": "Top-p", "stop": "Stop (1/line)",
-                "model_kwargs": "Extra JSON", "custom_attributes": "Custom attrs",
-                "inference_component": "Inference comp."}
 QA_MODES = [("no documents", ""), ("auto", "auto"), ("stuff", "stuff"), ("map-reduce", "map-reduce"),
             ("refine", "refine"), ("retrieve", "retrieve")]
-
-
-def _text(description: str, css: str, placeholder: str = "", password: bool = False) -> w.Text:
-    cls = w.Password if password else w.Text
-    field = cls(description=description, placeholder=placeholder, continuous_update=False,
-                style={"description_width": "9em"}, layout=w.Layout(width="32em"))
-    field.add_class(css)
-    return field
-
-
-def _button(label: str, css: str, style: str = "") -> w.Button:
-    button = w.Button(description=label, button_style=style)
-    button.add_class(css)
-    return button
-
-
-def _pre(text: str) -> str:
-    return f'<pre style="white-space: pre-wrap; margin: 0">{html.escape(text)}</pre>'
 
 
 class Panel:
@@ -73,15 +53,15 @@ class Panel:
         # Session
         self.profile = w.Dropdown(description="Profile", options=self._profiles(), style={"description_width": "9em"})
         self.profile.add_class("sm-profile")
-        self.region = _text("Region", "sm-region", "us-east-1")
-        self.role_arn = _text("Role ARN", "sm-role-arn", "arn:aws:iam::123456789012:role/name")
-        self.external_id = _text("External id", "sm-external-id", password=True)
-        self.endpoint_url = _text("Endpoint URL", "sm-endpoint-url", "(AWS)")
-        self.local_button = _button("Local endpoint", "sm-local")
-        self.access_key = _text("Access key id", "sm-access-key", "optional", password=True)
-        self.secret_key = _text("Secret key", "sm-secret-key", "optional", password=True)
-        self.session_token = _text("Session token", "sm-session-token", "optional", password=True)
-        self.connect = _button("Connect", "sm-connect", "primary")
+        self.region = fields.text("Region", "sm-region", "us-east-1")
+        self.role_arn = fields.text("Role ARN", "sm-role-arn", "arn:aws:iam::123456789012:role/name")
+        self.external_id = fields.text("External id", "sm-external-id", password=True)
+        self.endpoint_url = fields.text("Endpoint URL", "sm-endpoint-url", "(AWS)")
+        self.local_button = fields.button("Local endpoint", "sm-local")
+        self.access_key = fields.text("Access key id", "sm-access-key", "optional", password=True)
+        self.secret_key = fields.text("Secret key", "sm-secret-key", "optional", password=True)
+        self.session_token = fields.text("Session token", "sm-session-token", "optional", password=True)
+        self.connect = fields.button("Connect", "sm-connect", "primary")
         self.identity = w.HTML()
         self.identity.add_class("sm-identity")
         session_tab = w.VBox([self.profile, self.region, self.role_arn, self.external_id,
@@ -93,7 +73,7 @@ class Panel:
         self.endpoint = w.Combobox(description="Endpoint", placeholder="name or alias", ensure_option=False,
                                    continuous_update=False, style={"description_width": "9em"})
         self.endpoint.add_class("sm-endpoint")
-        self.refresh = _button("↻ Endpoints", "sm-refresh")
+        self.refresh = fields.button("↻ Endpoints", "sm-refresh")
         self.endpoint_list = w.HTML()
         self.endpoint_list.add_class("sm-endpoint-list")
         self.alias = w.Dropdown(description="Alias", style={"description_width": "9em"})
@@ -107,21 +87,10 @@ class Panel:
                                      w.HBox([self.handler, self.detected])])
 
         # Parameters (generated from the parameter table)
-        self.fields: dict[str, w.Widget] = {}
-        for param in CONFIG_PARAMS:
-            if param.section in (MODEL, INVOKE, QA):
-                label = FIELD_LABELS.get(param.name, param.name.replace("_", " ").capitalize())
-                if param.type in ("list", "json"):
-                    field = w.Textarea(description=label, continuous_update=False, placeholder=param.help,
-                                       style={"description_width": "9em"}, layout=w.Layout(width="32em"))
-                    field.add_class(f"sm-{param.name.replace('_', '-')}")
-                else:
-                    field = _text(label, f"sm-{param.name.replace('_', '-')}", "container default")
-                field.description_tooltip = param.help
-                self.fields[param.name] = field
+        self.fields = fields.param_fields((MODEL, INVOKE, QA))
         self.param_errors = w.HTML()
         self.param_errors.add_class("sm-param-errors")
-        params_tab = w.VBox([f for n, f in self.fields.items() if CONFIG_PARAMS_BY_NAME[n].section == MODEL]
+        params_tab = w.VBox([f for n, f in self.fields.items() if fields.section_of(n) == MODEL]
                             + [self.param_errors])
 
         # Prompt
@@ -136,24 +105,24 @@ class Panel:
         self.qa_mode.add_class("sm-qa-mode")
         self.stream = w.Checkbox(description="Stream", indent=False)
         self.stream.add_class("sm-stream")
-        self.run = _button("Run", "sm-run", "success")
-        self.stop = _button("Stop", "sm-stop", "danger")
-        self.dry_run = _button("Dry run", "sm-dry-run")
+        self.run = fields.button("Run", "sm-run", "success")
+        self.stop = fields.button("Stop", "sm-stop", "danger")
+        self.dry_run = fields.button("Dry run", "sm-dry-run")
         self.busy = w.IntProgress(value=0, min=0, max=1, bar_style="info", layout=w.Layout(width="8em",
                                                                                           visibility="hidden"))
         self.busy.add_class("sm-busy")
-        qa_fields = [f for n, f in self.fields.items() if CONFIG_PARAMS_BY_NAME[n].section == QA]
+        qa_fields = [f for n, f in self.fields.items() if fields.section_of(n) == QA]
         prompt_tab = w.VBox([self.prompt, w.HBox([self.docs, self.upload]), self.qa_mode, *qa_fields,
                              w.HBox([self.run, self.stream, self.stop, self.dry_run, self.busy])])
 
         # History
         self.history = w.Select(rows=8, layout=w.Layout(width="100%"))
         self.history.add_class("sm-history")
-        self.restore = _button("Restore prompt and settings", "sm-restore")
+        self.restore = fields.button("Restore prompt and settings", "sm-restore")
         history_tab = w.VBox([self.history, self.restore])
 
         endpoint_tab = w.VBox([*self._endpoint_box.children,
-                               *(f for n, f in self.fields.items() if CONFIG_PARAMS_BY_NAME[n].section == INVOKE)])
+                               *(f for n, f in self.fields.items() if fields.section_of(n) == INVOKE)])
         self.tabs = w.Tab(children=[session_tab, endpoint_tab, params_tab, prompt_tab, history_tab])
         for i, title in enumerate(["Session", "Endpoint", "Parameters", "Prompt", "History"]):
             self.tabs.set_title(i, title)
@@ -266,23 +235,11 @@ class Panel:
 
     # -- parameters ----------------------------------------------------------------------------------
     def _show_params(self) -> None:
-        for name, field in self.fields.items():
-            value = getattr(self.state, name)
-            field.value = "\n".join(value or []) if name == "stop" else CONFIG_PARAMS_BY_NAME[name].format(value)
+        fields.show(self.fields, self.state)
 
     def _read_params(self) -> None:
         """Validate as typed (the table's own checks); write the settings only when every field is valid."""
-        errors, values = [], {}
-        for name, field in self.fields.items():
-            param, text = CONFIG_PARAMS_BY_NAME[name], field.value
-            try:
-                if name == "stop":
-                    values[name] = [line for line in text.splitlines() if line]
-                else:
-                    values[name] = param.parse(text) if text.strip() else (None if param.default is None else
-                                                                           param.default)
-            except ConfigError as e:
-                errors.append(f"{field.description}: {e.message}")
+        values, errors = fields.read(self.fields)
         self.param_errors.value = "<br>".join(f'<span style="color: #b00">{html.escape(e)}</span>' for e in errors)
         if errors:
             return
@@ -336,7 +293,7 @@ class Panel:
                 self._show(outcome)
             else:
                 request = outcome.request if isinstance(outcome, Result) else outcome
-                self.answer.value = _pre(request.describe() if request is not None else "")
+                self.answer.value = fields.pre(request.describe() if request is not None else "")
                 self.footer.value = "dry run: nothing sent"
         except SageMakerError as e:
             partial = getattr(e, "result", None)
@@ -352,7 +309,7 @@ class Panel:
         self.runner.last = result
         if self.state.handler == "auto":
             self.detected.value = f"auto → <b>{html.escape(result.handler)}</b>"
-        self.answer.value = _pre(printable(result.text))
+        self.answer.value = fields.pre(printable(result.text))
         footer = re.sub(r"`([^`]*)`", r"<code>\1</code>", html.escape(result.footer()))
         self.footer.value = f"<small>{footer}</small>"
 
@@ -403,10 +360,8 @@ class _Live:
         self.chunks.append(chunk)
         self.length += len(chunk)
         if self.pacer.due(self.length):  # the join is O(text), so only when due
-            self.panel.answer.value = _pre(printable("".join(self.chunks)) + " ▌")
+            self.panel.answer.value = fields.pre(printable("".join(self.chunks)) + " ▌")
 
     def stopped(self) -> bool:
         return self.panel._stop.is_set()
 
-
-CONFIG_PARAMS_BY_NAME = {p.name: p for p in CONFIG_PARAMS}
