@@ -103,6 +103,7 @@ def specs() -> list[EndpointSpec]:
     out = [
         EndpointSpec("fast", "tgi", "deterministic"),
         EndpointSpec("fast-lmi", "lmi", "deterministic", fill_to_max_tokens=True),
+        EndpointSpec("fast-short", "tgi", "deterministic", fill_to_max_tokens=True),  # answers max_new_tokens long
         EndpointSpec("paced", "lmi", "deterministic", fill_to_max_tokens=True, token_delay=0.001),
         EndpointSpec("paced-tgi", "tgi", "deterministic", fill_to_max_tokens=True, token_delay=0.001),
         EndpointSpec("latency-50ms", "tgi", "deterministic", latency=0.05),
