@@ -9,12 +9,13 @@ issuing new calls; what finished is kept and can be re-run with :meth:`BatchResu
 
 from __future__ import annotations
 
-import queue
+import contextlib
+import heapq
 import random
+import threading
 import time
 from collections import ChainMap, deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +25,7 @@ from sm_magic.result import Result
 PREVIEW_ROWS = 20
 ANSWER_WIDTH = 72  # characters of each answer or error in the preview table
 THROTTLE_RETRIES = 30  # per item, before a throttled item counts as failed
-DECREASE = 0.75  # the limit's factor on throttling
+DECREASE = 0.9  # the limit's largest factor on throttling (it falls to what the endpoint took)
 
 
 @dataclass
@@ -60,12 +61,14 @@ class Limiter:
         if self.limit < self.ceiling:
             self.limit = min(self.ceiling, self.limit + 1 / self.limit)
 
-    def throttled(self, round_trip: float) -> None:
-        """Cut once per round trip: the calls already in flight were sent at the old limit."""
+    def throttled(self, round_trip: float, in_flight: int) -> None:
+        """Cut once per round trip (the calls already in flight were sent at the old limit), to what the
+        endpoint was taking when it said no (the others in flight), at most by :data:`DECREASE`."""
         self.throttles += 1
         now = time.monotonic()
         if now - self._last_cut >= round_trip:
-            self.limit = max(1.0, self.limit * DECREASE)
+            self.limit = max(1.0, min(self.limit * DECREASE, float(in_flight - 1)) if in_flight > 1
+                             else self.limit * DECREASE)
             self.lowest = min(self.lowest, self.allowed)
             self._last_cut = now
 
@@ -117,71 +120,55 @@ class BatchResult(Sequence[Outcome]):
         return self._ok < len(self.outcomes)
 
     # -- running -----------------------------------------------------------------------------
-    def _call(self, index: int, done: queue.SimpleQueue) -> None:
+    def _call(self, index: int) -> Any:
         from sm_magic.session import throttles_surface
 
         try:
             with throttles_surface():  # the limiter, not botocore's backoff, answers throttling here
                 item = self.items[index]
-                outcome: Any = self.run_one(index, item) if self.indexed else self.run_one(item)
+                return self.run_one(index, item) if self.indexed else self.run_one(item)
         except SageMakerError as e:
-            outcome = e
+            return e
         except Exception as e:
-            outcome = translate(e)
-        done.put((index, outcome))
+            return translate(e)
 
     def run(self, indices: list[int] | None = None) -> BatchResult:
-        """Run the given items (default: every item not finished yet); returns self."""
+        """Run the given items (default: every item not finished yet); returns self.
+
+        Workers take the next item themselves while the calls in flight are under the limiter's limit,
+        so a completion costs a lock, not a hand-off through this thread; this thread only moves the
+        progress bar (10 times a second) and catches Ctrl-C.
+        """
         from tqdm.auto import tqdm
 
         if indices is None:
             indices = [i for i, o in enumerate(self.outcomes) if o is None]
-        todo: deque[int] = deque(indices)
-        retries: dict[int, int] = {}
-        waiting: list[tuple[float, int]] = []  # throttled items: (not before, index)
+        run = _Run(self, deque(indices))
         self.interrupted = False
         start = time.perf_counter()
-        bar = tqdm(total=len(todo), desc=self.label, disable=not self.progress or not todo, leave=True)
-        done: queue.SimpleQueue = queue.SimpleQueue()
-        pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="sm-magic-batch")
-        in_flight = 0
-        round_trip = 0.05
+        bar = tqdm(total=len(indices), desc=self.label, disable=not self.progress or not indices, leave=True)
+        workers = [threading.Thread(target=run.work, name=f"sm-magic-batch-{i}", daemon=True)
+                   for i in range(min(self.concurrency, len(indices)))]
+        for worker in workers:
+            worker.start()
         try:
-            while todo or waiting or in_flight:
-                now = time.monotonic()
-                while waiting and waiting[0][0] <= now:
-                    todo.appendleft(waiting.pop(0)[1])
-                while todo and in_flight < self.limiter.allowed:
-                    pool.submit(self._call, todo.popleft(), done)
-                    in_flight += 1
-                if not in_flight:
-                    time.sleep(max(0.0, min(w for w, _ in waiting) - now) if waiting else 0.0)
-                    continue
-                index, outcome = done.get()
-                in_flight -= 1
-                if isinstance(outcome, Throttled) and retries.get(index, 0) < THROTTLE_RETRIES:
-                    retries[index] = retries.get(index, 0) + 1
-                    self.limiter.throttled(round_trip)
-                    delay = min(1.0, 0.02 * 2 ** min(retries[index], 6)) * (0.5 + random.random())
-                    waiting.append((time.monotonic() + delay, index))
-                    waiting.sort()
-                    continue
-                if isinstance(outcome, Result):
-                    self.limiter.success()
-                    round_trip = 0.8 * round_trip + 0.2 * outcome.latency
-                    self._ok += 1
-                else:
-                    outcome = ItemError(index, self.items[index], outcome)
-                    self._failed += 1
-                    bar.set_postfix(failed=self._failed, refresh=False)
-                self.outcomes[index] = outcome
-                bar.update(1)
+            for worker in workers:
+                while worker.is_alive():
+                    worker.join(0.1)
+                    bar.update(run.settled - bar.n)
+                    if run.failed_now != self._failed:
+                        self._failed = run.failed_now
+                        bar.set_postfix(failed=self._failed, refresh=False)
         except KeyboardInterrupt:
             self.interrupted = True
+            run.stop()  # calls in flight finish into their slots; nothing new starts
         finally:
-            pool.shutdown(wait=False, cancel_futures=True)
+            self._failed = run.failed_now
+            bar.update(run.settled - bar.n)
             bar.close()
             self.elapsed = time.perf_counter() - start
+            if len(indices) >= 1000:
+                _give_memory_back()
         return self
 
     def load(self, index: int, result: Result) -> None:
@@ -255,6 +242,76 @@ def _cut(text: str, width: int) -> str:
     """One line of at most ``width`` characters: whitespace runs become one space, a cut ends with …."""
     line = " ".join(text.split())
     return line if len(line) <= width else line[:width - 1] + "…"
+
+
+class _Run:
+    """One run of a batch: the queue of items, the throttled ones waiting, and the workers' shared state."""
+
+    def __init__(self, batch: BatchResult, todo: deque[int]):
+        self.batch = batch
+        self.todo = todo
+        self.waiting: list[tuple[float, int]] = []  # throttled items: (not before, index), a heap
+        self.retries: dict[int, int] = {}
+        self.in_flight = 0
+        self.settled = 0
+        self.failed_now = batch._failed
+        self.round_trip = 0.05
+        self.stopped = False
+        self.cond = threading.Condition()
+
+    def stop(self) -> None:
+        with self.cond:
+            self.stopped = True
+            self.cond.notify_all()
+
+    def _next(self) -> int | None:
+        """The next item this worker may start, waiting while the limit is reached; None when done."""
+        limiter = self.batch.limiter
+        with self.cond:
+            while not self.stopped:
+                now = time.monotonic()
+                while self.waiting and self.waiting[0][0] <= now:
+                    self.todo.appendleft(heapq.heappop(self.waiting)[1])
+                if self.todo and self.in_flight < limiter.allowed:
+                    self.in_flight += 1
+                    return self.todo.popleft()
+                if not self.todo and not self.waiting:
+                    return None
+                self.cond.wait(min(0.05, self.waiting[0][0] - now) if self.waiting and not self.todo else 0.05)
+            return None
+
+    def work(self) -> None:
+        batch, limiter = self.batch, self.batch.limiter
+        while (index := self._next()) is not None:
+            outcome = batch._call(index)
+            with self.cond:
+                self.in_flight -= 1
+                if isinstance(outcome, Throttled) and self.retries.get(index, 0) < THROTTLE_RETRIES:
+                    tries = self.retries[index] = self.retries.get(index, 0) + 1
+                    limiter.throttled(self.round_trip, self.in_flight + 1)
+                    delay = min(1.0, 0.02 * 2 ** min(tries, 6)) * (0.5 + random.random())
+                    heapq.heappush(self.waiting, (time.monotonic() + delay, index))
+                    continue
+                if isinstance(outcome, Result):
+                    limiter.success()
+                    self.round_trip = 0.8 * self.round_trip + 0.2 * outcome.latency
+                    batch._ok += 1
+                    batch.items[index] = None  # a finished item's prompt is not kept (retry needs the rest)
+                else:
+                    outcome = ItemError(index, batch.items[index], outcome)
+                    self.failed_now += 1
+                batch.outcomes[index] = outcome
+                self.settled += 1
+                self.cond.notify()
+
+
+def _give_memory_back() -> None:
+    """After a large job, return freed heap to the system (glibc keeps it otherwise)."""
+    import ctypes
+    import ctypes.util
+
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to do
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
 
 
 def run_batch(run_one: Callable[[Any], Result], items: list[Any], concurrency: int,

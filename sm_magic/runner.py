@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
@@ -83,11 +84,23 @@ class Runner:
     def __init__(self, state: SageMaker):
         self.state = state
         self.history: deque[HistoryEntry] = deque(maxlen=HISTORY_LIMIT)
-        self.last: Any = None
+        self._last: Any = None
         self.listeners: list[Callable[[HistoryEntry], None]] = []
         self._lock = threading.Lock()
         self._journal: Any = None
         self._embeddings: dict[tuple, tuple[Any, Any]] = {}
+
+    @property
+    def last(self) -> Any:
+        """The last outcome a view showed. A batch is held weakly: `del answers` gives its memory back."""
+        last = self._last
+        return last() if isinstance(last, weakref.ref) else last
+
+    @last.setter
+    def last(self, value: Any) -> None:
+        from sm_magic.batch import BatchResult
+
+        self._last = weakref.ref(value) if isinstance(value, BatchResult) else value
 
     @property
     def journal(self) -> Any:
@@ -199,15 +212,17 @@ class Runner:
         """The call in the journal (when ``log`` is on) and a summary in memory for the views (listeners
         are told; their failures never reach the call)."""
         prompt = spec.prompt if isinstance(spec.prompt, str) else str(spec.prompt[-1].get("content", ""))
-        kept = {k: v for k, v in resolved.values.items() if isinstance(v, str | int | float | bool | list | dict)}
         template = spec.template if spec.template is not None else prompt
         if self.state.log:
             self._journal_call(spec, resolved, started, result, error, job, prompt)
         entry = HistoryEntry(
             when=started, endpoint=resolved.endpoint, handler=resolved.handler.name, prompt=template[:KEPT_PROMPT],
             latency=result.latency if result else None, tokens=result.tokens if result else None,
-            status=status, values=kept,
+            status=status, values=settings_of(resolved.values),
         )
+        self._remember(entry)
+
+    def _remember(self, entry: HistoryEntry) -> None:
         with self._lock:
             self.history.append(entry)
         for listener in list(self.listeners):
@@ -228,6 +243,9 @@ class Runner:
             first_token=result.first_token if result else None,
             error_class=type(error).__name__ if error else None, error_message=error.explain() if error else None,
             job_id=job[0] if job else None, item=job[1] if job else None, template=spec.template, time=started)
+        self._write(record)
+
+    def _write(self, record: Any) -> None:
         try:
             self.journal.record_call(record)
         except SageMakerError as e:  # the journal must never cost an answer: say so once, stop logging
@@ -254,23 +272,35 @@ class Runner:
     def _asker(self, spec: CallSpec, resolved: Resolved, job_id: int = 0) -> Callable[[int, str], Result]:
         """Calls for the items of a job: the same resolution, the session sized for the pool, each
         journaled with the job and its index as it completes."""
-        values = {**spec.values, "chat": False, "stream": False, "dry_run": False, "docs": None, "batch": None}
+        from sm_magic.calls import invoke
+        from sm_magic.journal import CallRecord
 
-        def ask(index: int, prompt: str) -> Result:
-            from sm_magic.calls import invoke
+        session, endpoint, handler, params, options = (resolved.session, resolved.endpoint, resolved.handler,
+                                                       resolved.params, resolved.options)
+        shown_options, region = options.set(), session.settings.region
+        journal = self.state.log
 
-            item_spec = replace(spec, prompt=prompt, values=values, template=None)
-            item = replace(resolved, prompt=prompt)
-            job = (job_id, index) if job_id else None
+        def ask(index: int, prompt: str) -> Result:  # per item: the call and one journal row, nothing else
             started = time.time()
+            error: SageMakerError | None = None
+            result: Result | None = None
             try:
-                result = invoke(item.session, item.endpoint, prompt, item.handler, item.params, item.options)
+                result = invoke(session, endpoint, prompt, handler, params, options)
             except SageMakerError as e:
-                self.record(item_spec, item, started, None, type(e).__name__, e, job)
-                raise
+                error = e
+            if journal:
+                self._write(CallRecord(
+                    endpoint, printable(prompt), status=result.status if result else "error",
+                    answer=result.text if result else None, handler=handler.name, region=region, params=params,
+                    options=shown_options, usage=result.usage if result else None,
+                    latency=result.latency if result else None, error_class=type(error).__name__ if error else None,
+                    error_message=error.explain() if error else None, job_id=job_id or None,
+                    item=index if job_id else None, time=started))
+            if error is not None:
+                raise error
+            assert result is not None
             if job_id:  # a job can hold 100,000 answers: keep the answer, not the bytes
                 result.request = result.body = None
-            self.record(item_spec, item, started, result, "ok", None, job)
             return result
 
         return ask
@@ -297,8 +327,13 @@ class Runner:
                     batch.load(index, Result(record.answer or "", resolved.endpoint, record.handler or "",
                                              latency=record.latency or 0.0, usage=dict(record.usage or {}) or None,
                                              params=dict(record.params or {})))
+        started = time.time()
         batch.run()
-        journal.finish_job(job_id, "interrupted" if batch.interrupted else ("partial" if batch.partial else "ok"))
+        status = "interrupted" if batch.interrupted else ("partial" if batch.partial else "ok")
+        journal.finish_job(job_id, status)
+        self._remember(HistoryEntry(started, resolved.endpoint, resolved.handler.name,  # one summary per job
+                                    f"{kind} of {len(prompts)}: {(spec.template or '')[:KEPT_PROMPT]}",
+                                    batch.elapsed, None, status, settings_of(resolved.values)))
         return batch
 
     def resume(self, job_id: int, concurrency: int | None = None) -> Any:
@@ -539,13 +574,18 @@ class Runner:
 KEPT_PROMPTS = 20_000_000  # characters of a batch's prompts kept with its job, so `resume JOB` needs no cell
 
 
-def _job_meta(spec: CallSpec, resolved: Resolved, prompts: list[str]) -> dict[str, Any]:
-    """What a job keeps to be resumed by id: its settings (never credentials) and, if not huge, its prompts."""
+def settings_of(values: dict[str, Any]) -> dict[str, Any]:
+    """The parameter values worth keeping (history, a job's meta): never the items, documents or namespace."""
     from sm_magic.params import BY_NAME
 
-    values = {k: v for k, v in spec.values.items()
-              if k in BY_NAME and k not in ("docs", "batch", "template") and isinstance(v, str | int | float | bool
-                                                                                         | list | dict)}
+    return {k: v for k, v in values.items() if k in BY_NAME and k not in ("docs", "batch", "template")
+            and isinstance(v, str | int | float | bool | list | dict)}
+
+
+def _job_meta(spec: CallSpec, resolved: Resolved, prompts: list[str]) -> dict[str, Any]:
+    """What a job keeps to be resumed by id: its settings (never credentials) and, if not huge, its prompts."""
+
+    values = settings_of(spec.values)
     values.update(handler=resolved.handler.name, model_kwargs=resolved.params)
     meta: dict[str, Any] = {"handler": resolved.handler.name, "template": spec.template, "values": values}
     if sum(map(len, prompts)) <= KEPT_PROMPTS:
