@@ -502,6 +502,7 @@ def _just_before(key: str) -> str:
 
 # -- the Python API -------------------------------------------------------------------------------------
 _runs: weakref.WeakKeyDictionary[Session, AsyncRun] = weakref.WeakKeyDictionary()
+_runs_lock = threading.Lock()
 
 
 class AsyncCall(Future):
@@ -543,7 +544,7 @@ def submit(endpoint: str, prompt: Prompt, *, session: Session | None = None, han
         content_handler = adapt(handler)
     settings = AsyncSettings.from_values({"s3_input": s3_input, "request_ttl": request_ttl,
                                           "invocation_timeout": invocation_timeout, "max_wait": max_wait})
-    with _s3_lock:
+    with _runs_lock:
         run = _runs.get(session)
         if run is None or run.settings != settings:
             run = _runs[session] = AsyncRun(session, settings)

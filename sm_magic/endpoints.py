@@ -19,6 +19,7 @@ def _describe_row(session: Session, item: dict[str, Any]) -> dict[str, Any]:
         config = session.sagemaker.describe_endpoint_config(EndpointConfigName=described["EndpointConfigName"])
         variant = config["ProductionVariants"][0]
         row["instance"] = f"{variant.get('InstanceType', 'serverless')} × {variant.get('InitialInstanceCount', 1)}"
+        row["async"] = "yes" if config.get("AsyncInferenceConfig") else ""
         row["format"] = detect(session.sagemaker, name).handler
     except Exception as e:  # one endpoint's details failing must not hide the others
         row["format"] = f"? ({translate(e, endpoint=name).message[:60]})"
@@ -56,8 +57,17 @@ def describe_endpoint(session: Session, name: str) -> dict[str, Any]:
         "name": name, "status": described["EndpointStatus"], "variants": variants,
         "instance type": first.get("InstanceType"), "model": detection.model,
         "image": detection.image, "handler (detected)": f"{detection.handler} — {detection.reason}",
+        "async output": _async_output(config),
         "created": described["CreationTime"].isoformat(timespec="seconds"),
     }
+
+
+def _async_output(config: dict[str, Any]) -> str:
+    """Where an async endpoint writes answers and failures; "no (real-time)" for the others."""
+    output = (config.get("AsyncInferenceConfig") or {}).get("OutputConfig")
+    if output is None:
+        return "no (real-time)"
+    return f"{output.get('S3OutputPath')} (failures: {output.get('S3FailurePath') or 'with the answers'})"
 
 
 def instance_count(session: Session, name: str) -> int:

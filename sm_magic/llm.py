@@ -19,6 +19,7 @@ from langchain_core.runnables import Runnable
 from pydantic import BaseModel, ConfigDict, PrivateAttr
 
 from sm_magic.calls import invoke, stream
+from sm_magic.errors import SageMakerError, ValidationFailed
 from sm_magic.handlers.base import ContentHandler, LLMContentHandler, adapt
 from sm_magic.handlers.presets import PRESETS
 from sm_magic.options import InvokeOptions
@@ -109,7 +110,10 @@ class _EndpointFields(BaseModel):
 
 
 class SagemakerEndpoint(_EndpointFields, LLM):
-    """A SageMaker real-time endpoint as a LangChain LLM (``invoke``, ``stream``, ``batch``, ``ainvoke``).
+    """A SageMaker endpoint as a LangChain LLM (``invoke``, ``stream``, ``batch``, ``ainvoke``).
+
+    An asynchronous inference endpoint is called through S3 and InvokeEndpointAsync (found out on the
+    first call, or set ``async_inference=True``); ``invoke`` waits for its answer.
 
     Example::
 
@@ -119,6 +123,13 @@ class SagemakerEndpoint(_EndpointFields, LLM):
                                 model_kwargs={"temperature": 0.2, "max_new_tokens": 200})
         llm.invoke("How long was Elizabeth hospitalized?")
     """
+
+    async_inference: bool | None = None
+    """True: through S3 and InvokeEndpointAsync; False: real-time; None: real-time unless the endpoint is async."""
+    s3_input: str | None = None
+    """Async: where request bodies are uploaded (default: the bucket of the endpoint's S3OutputPath)."""
+
+    _async_run: Any = PrivateAttr(default=None)
 
     @property
     def _llm_type(self) -> str:
@@ -131,7 +142,31 @@ class SagemakerEndpoint(_EndpointFields, LLM):
     def invoke_result(self, prompt: str, stop: list[str] | None = None, **kwargs: Any) -> Result:
         """Like ``invoke`` but returns sm_magic's Result (latency, usage, variant)."""
         t = self.target()
-        return invoke(t.session, self.endpoint_name, prompt, t.handler, self.params(stop, kwargs), t.options)
+        if self.async_inference:
+            return self._async_result(t, prompt, stop, kwargs)
+        try:
+            return invoke(t.session, self.endpoint_name, prompt, t.handler, self.params(stop, kwargs), t.options)
+        except ValidationFailed:  # a real-time call to an async endpoint is refused: is it one?
+            if self.async_inference is None and self._endpoint_is_async(t):
+                return self._async_result(t, prompt, stop, kwargs)
+            raise
+
+    def _endpoint_is_async(self, t: Target) -> bool:
+        from sm_magic.async_ import async_inference_config
+
+        try:
+            self.async_inference = async_inference_config(t.session, self.endpoint_name) is not None
+        except SageMakerError:
+            self.async_inference = False
+        return self.async_inference
+
+    def _async_result(self, t: Target, prompt: str, stop: list[str] | None, kwargs: dict[str, Any]) -> Result:
+        from sm_magic.async_ import AsyncRun, AsyncSettings
+
+        if self._async_run is None:  # one collector for every call of this model object
+            self._async_run = AsyncRun(t.session, AsyncSettings(s3_input=self.s3_input))
+        return self._async_run.submit(object(), self.endpoint_name, prompt, t.handler, self.params(stop, kwargs),
+                                      t.options).result()
 
     def _call(self, prompt: str, stop: list[str] | None = None,
               run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> str:
@@ -141,6 +176,9 @@ class SagemakerEndpoint(_EndpointFields, LLM):
 
     def _stream(self, prompt: str, stop: list[str] | None = None,
                 run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> Iterator[GenerationChunk]:
+        if self.async_inference:  # an async answer arrives whole
+            yield GenerationChunk(text=self.invoke_result(prompt, stop, **kwargs).text)
+            return
         t = self.target()
         s = stream(t.session, self.endpoint_name, prompt, t.handler, self.params(stop, kwargs), t.options)
         try:

@@ -9,7 +9,6 @@ a journal is attached, a row on disk.
 
 from __future__ import annotations
 
-import re
 import threading
 import time
 import weakref
@@ -426,10 +425,10 @@ class Runner:
         values, alias = self.state.values_for({}, endpoint=name)
         session = self.state.session_for(alias.session_changes() if alias else {})
         handler = resolved.values.get("embeddings_handler") or values.get("embeddings_handler") or "auto"
-        if handler == "auto":  # TEI's image, else JumpStart's format (text_inputs → embedding)
-            found = self.state.detect(session, values["endpoint"])
-            tei = found.handler != "embedding" or re.search(r"tei|text-embeddings-inference", found.image, re.I)
-            handler = "tei-embedding" if tei else "jumpstart-embedding"
+        if handler == "auto":  # detected: TEI's image, JumpStart's text embedding, else TEI's format
+            found = self.state.detect(session, values["endpoint"]).handler
+            handler = {"embedding": "jumpstart-embedding"}.get(found, found)
+            handler = handler if handler in ("tei-embedding", "jumpstart-embedding") else "tei-embedding"
         key = (id(session), values["endpoint"], handler)
         with self._lock:
             if key not in self._embeddings:

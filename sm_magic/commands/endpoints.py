@@ -1,4 +1,4 @@
-"""``%sagemaker endpoints``: list the region's endpoints, or describe one."""
+"""``%sagemaker endpoints``: list the region's endpoints (async ones say so), or describe one."""
 
 from __future__ import annotations
 
