@@ -146,3 +146,13 @@ def test_saved_notebooks_hold_no_secret(deterministic, tmp_path, monkeypatch):
     assert "application/vnd.jupyter.widget-state+json" in saved
     for secret in (FAKE_SECRET, FAKE_TOKEN, FAKE_KEY_ID):
         assert secret not in saved, secret
+
+
+def test_09_async_inference(moto_server, tmp_path):
+    reports = EndpointSpec("reports", "tgi", "deterministic", async_=True)
+    with LocalEndpoint(ServerConfig(endpoints=[reports], s3_endpoint_url=moto_server)) as server:
+        env = {**environment(server), "AWS_ENDPOINT_URL_S3": moto_server}
+        text = outputs(run_notebook(NOTEBOOKS / "09-async-inference.ipynb", tmp_path, env))
+    assert "3 days" in text and "| reports | InService" in text and "| yes |" in text
+    assert "6/6 ok" in text and "6 from the journal" in text and "You said: Say hello." in text
+    assert "s3://sm-magic-local/async-endpoint-outputs/reports/" in text
