@@ -39,6 +39,7 @@ from sm_magic.session import Session
 FIRST_POLL = 0.05  # seconds before the first look for an answer
 POLL_FACTOR = 1.5  # the interval grows by this while nothing arrives
 MAX_POLL = 1.0  # ... up to this (the median wait after an answer is written is about half of it)
+READERS = 8  # answers read from S3 at once
 LIST_MIN = 3  # pending answers in one folder from which one listing is cheaper than a GetObject each
 INPUT_FOLDER = "sm-magic/async-inputs"  # under the bucket of the endpoint's S3OutputPath, by default
 ASYNC_OPTIONS = ("custom_attributes", "inference_id")  # the invoke options InvokeEndpointAsync takes
@@ -288,6 +289,7 @@ class AsyncRun:
         self.requests = 0  # S3 requests made while waiting (listings and reads)
         self.collected = 0
         self._pool = ThreadPoolExecutor(max(1, workers), thread_name_prefix="sm-magic-async-submit")
+        self._readers = ThreadPoolExecutor(READERS, thread_name_prefix="sm-magic-async-read")
         self._prefixes: dict[str, str] = {}
         self._pending: dict[Any, Waiting] = {}
         self._lock = threading.Lock()
@@ -367,7 +369,10 @@ class AsyncRun:
                 if not waiting:
                     self._thread = None
                     return
-            found = self._round(waiting)
+            try:
+                found = self._round(waiting)
+            except RuntimeError:  # closed while reading: what is left gets the stop error
+                return
             now = time.monotonic()
             for w in waiting:
                 if w.key in self._pending and now > w.deadline and w.key not in found:
@@ -399,8 +404,8 @@ class AsyncRun:
                         hits = [(k, w) for k, w in items if k in present]
                     else:
                         hits = items
-                    for key, w in hits:
-                        body = self._read(bucket, key)
+                    bodies = self._readers.map(lambda hit, b=bucket: self._read(b, hit[0]), hits)
+                    for (key, w), body in zip(hits, bodies, strict=True):  # read READERS at a time
                         if body is not None:
                             found.add(w.key)
                             self._arrived(w, kind, body, f"s3://{bucket}/{key}")
@@ -434,7 +439,8 @@ class AsyncRun:
         """The object's bytes; None when it is not there (yet)."""
         from botocore.exceptions import ClientError
 
-        self.requests += 1
+        with self._lock:
+            self.requests += 1
         try:
             return self.s3.get_object(Bucket=bucket, Key=key)["Body"].read()
         except ClientError as e:
@@ -486,6 +492,7 @@ class AsyncRun:
         """Stop submitting and waiting; what is still pending fails with a 'resume later' error."""
         self._stop.set()
         self._pool.shutdown(wait=True)  # unsent requests see the stop and fail
+        self._readers.shutdown(wait=False)
         with self._lock:
             left = list(self._pending.values())
         for w in left:
