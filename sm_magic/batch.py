@@ -24,7 +24,8 @@ from sm_magic.result import Result
 
 PREVIEW_ROWS = 20
 ANSWER_WIDTH = 72  # characters of each answer or error in the preview table
-THROTTLE_RETRIES = 30  # per item, before a throttled item counts as failed
+THROTTLE_RETRIES = 10  # per item, before a throttled item counts as failed
+THROTTLE_STREAK = 50  # throttles in a row with no answer between them: the batch stops and says so
 DECREASE = 0.9  # the limit's largest factor on throttling (it falls to what the endpoint took)
 
 
@@ -51,6 +52,8 @@ class Limiter:
         self.limit = float(self.ceiling)
         self.throttles = 0
         self.lowest = self.ceiling
+        self.gap = 0.0  # seconds between starts: grows on throttling (rate limits), shrinks on answers
+        self.next_start = 0.0
         self._last_cut = 0.0
 
     @property
@@ -58,6 +61,7 @@ class Limiter:
         return max(1, int(self.limit))
 
     def success(self) -> None:
+        self.gap = self.gap * 0.9 if self.gap > 0.001 else 0.0
         if self.limit < self.ceiling:
             self.limit = min(self.ceiling, self.limit + 1 / self.limit)
 
@@ -69,6 +73,7 @@ class Limiter:
         if now - self._last_cut >= round_trip:
             self.limit = max(1.0, min(self.limit * DECREASE, float(in_flight - 1)) if in_flight > 1
                              else self.limit * DECREASE)
+            self.gap = min(0.5, max(self.gap * 2, 0.005))  # a rate limit is not a concurrency limit
             self.lowest = min(self.lowest, self.allowed)
             self._last_cut = now
 
@@ -89,6 +94,8 @@ class BatchResult(Sequence[Outcome]):
         self.elapsed = 0.0
         self.job_id: str | None = None
         self.resumed = 0  # items loaded from the journal instead of called
+        self.gave_up = ""  # why the batch stopped early, if it did
+        self.notes: list[str] = []  # what the user should know about this run
         self.limiter = Limiter(self.concurrency)
         self._ok = self._failed = 0
 
@@ -200,6 +207,9 @@ class BatchResult(Sequence[Outcome]):
         parts.append(f"{self.elapsed:.2f} s at concurrency {self.concurrency}")
         if self.limiter.throttles:
             parts.append(f"throttled {self.limiter.throttles}× (limit went down to {self.limiter.lowest})")
+        if self.gave_up:
+            parts.append(self.gave_up)
+        parts += self.notes
         if self._failed or missing:
             parts.append("re-run the rest with `.retry()` or `%sagemaker retry VAR`")
         return " · ".join(parts)
@@ -256,6 +266,7 @@ class _Run:
         self.settled = 0
         self.failed_now = batch._failed
         self.round_trip = 0.05
+        self.streak = 0
         self.stopped = False
         self.cond = threading.Condition()
 
@@ -272,12 +283,14 @@ class _Run:
                 now = time.monotonic()
                 while self.waiting and self.waiting[0][0] <= now:
                     self.todo.appendleft(heapq.heappop(self.waiting)[1])
-                if self.todo and self.in_flight < limiter.allowed:
+                if self.todo and self.in_flight < limiter.allowed and now >= limiter.next_start:
                     self.in_flight += 1
+                    limiter.next_start = now + limiter.gap
                     return self.todo.popleft()
                 if not self.todo and not self.waiting:
                     return None
-                self.cond.wait(min(0.05, self.waiting[0][0] - now) if self.waiting and not self.todo else 0.05)
+                due = [t - now for t in (limiter.next_start, self.waiting[0][0] if self.waiting else 0) if t > now]
+                self.cond.wait(min([0.05, *due]))
             return None
 
     def work(self) -> None:
@@ -286,7 +299,14 @@ class _Run:
             outcome = batch._call(index)
             with self.cond:
                 self.in_flight -= 1
-                if isinstance(outcome, Throttled) and self.retries.get(index, 0) < THROTTLE_RETRIES:
+                throttled = isinstance(outcome, Throttled)
+                self.streak = self.streak + 1 if throttled else 0
+                if self.streak >= THROTTLE_STREAK:
+                    batch.gave_up = (f"the endpoint throttled {self.streak} calls in a row, so the batch stopped; "
+                                     "retry later or with a lower --concurrency")
+                    self.stopped = True
+                    self.cond.notify_all()
+                if throttled and self.retries.get(index, 0) < THROTTLE_RETRIES and not self.stopped:
                     tries = self.retries[index] = self.retries.get(index, 0) + 1
                     limiter.throttled(self.round_trip, self.in_flight + 1)
                     delay = min(1.0, 0.02 * 2 ** min(tries, 6)) * (0.5 + random.random())

@@ -13,8 +13,10 @@ import difflib
 import functools
 import keyword
 import re
+from pathlib import Path
 from typing import Any
 
+from IPython import get_ipython
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class, no_var_expand
 
@@ -24,6 +26,7 @@ from sm_magic.params import PARAMS, SECTIONS
 _TARGET = re.compile(r"^\s*([A-Za-z_]\w*)\s*<<\s*(.*)$")
 CELL_USAGE = "%%sagemaker [VAR <<] [ENDPOINT] [options]"
 RESERVED = {"In", "Out", "get_ipython", "exit", "quit", "display", "_", "__", "___"}
+IPYTHON_NAMES = re.compile(r"^_(oh|ih|dh|i+|i?\d+)$")  # _oh, _ih, _i, _ii, _i7, _7: IPython's history
 
 
 @functools.cache
@@ -106,7 +109,10 @@ def check_target(name: str, namespace: dict[str, Any]) -> str:
     """``-o VAR`` must be a plain variable name that hides nothing the notebook relies on."""
     if not name.isidentifier() or keyword.iskeyword(name):
         raise UsageError(f"-o/--out needs a variable name (letters, digits, _), not {name!r}.")
-    if name in RESERVED or name.startswith("__") or hasattr(builtins, name):
+    shell = get_ipython()
+    hidden = getattr(shell, "user_ns_hidden", {}) if shell is not None else {}
+    if (name in RESERVED or name in hidden or IPYTHON_NAMES.match(name) or name.startswith("__")
+            or hasattr(builtins, name)):
         raise UsageError(f"-o {name} would hide Python's or IPython's own '{name}'; choose another name.")
     return name
 
@@ -186,10 +192,12 @@ class SageMakerMagics(Magics):
         if not template.strip():
             raise UsageError("The cell is empty: write the prompt in the cell, under %%sagemaker ENDPOINT.")
         ctx = Context(self.state, self.runner, self.shell)
-        if "docs" in values:
-            values["docs"] = namespace.get(values["docs"], values["docs"])
-        if "template" in values:
-            values["template"] = ctx.value(values["template"], "Template")
+        if "docs" in values:  # a notebook variable, else files: a name that is neither is an error, not text
+            name = values["docs"]
+            values["docs"] = namespace[name] if name in namespace else Path(name).expanduser()
+        if "template" in values:  # a variable, or the template itself
+            name = values["template"]
+            values["template"] = name if "{" in name and name not in namespace else ctx.value(name, "Template")
         if "batch" in values:
             values.update(batch=ctx.value(values["batch"], "Batch variable"), namespace=namespace)
         prompt = template if values.get("no_interpolate") or "batch" in values else _fill(template, namespace)
@@ -198,7 +206,7 @@ class SageMakerMagics(Magics):
             result = self.runner.run(CallSpec(prompt, values, template), live)
         except SageMakerError as e:
             partial = getattr(e, "result", None)
-            if partial is not None:  # keep what arrived, then stop "Run all"
+            if partial is not None and partial.text:  # keep what arrived (if anything did), then stop "Run all"
                 live.finish(partial)
                 self._keep(partial, target)
             raise
@@ -230,6 +238,10 @@ class SageMakerMagics(Magics):
 
         words = line.split()
         name = words[0] if words else "help"
+        if name.rstrip("?") in COMMANDS and name.endswith("?"):  # `%sagemaker alias?`: that command's help
+            from sm_magic.display import Preformatted
+
+            return Preformatted(parser(name.rstrip("?")).format_help().replace("::\n\n", "", 1))
         if name not in COMMANDS:
             near = difflib.get_close_matches(name, list(COMMANDS), n=2)
             if len(words) > 1 and not name.startswith("-"):  # words after a name: most likely a prompt

@@ -74,7 +74,8 @@ def load_documents(docs: Any) -> list[SourceText]:
         if isinstance(docs, Path) or _looks_like_path(text):
             paths = sorted(glob.glob(str(Path(text).expanduser()), recursive=True))
             if not paths:
-                raise ConfigError(f"No files match {text!r}.")
+                raise ConfigError(f"No files match {text!r}, and no notebook variable has that name.",
+                                  hint="Give --docs a variable (text, a list, Documents), a file path or a glob.")
             return [_read(Path(p)) for p in paths if Path(p).is_file()]
         return [SourceText(text, "text")]
     if hasattr(docs, "page_content"):
@@ -180,6 +181,11 @@ def make_plan(question: str, documents: list[SourceText], template: str, mode: s
     stuffed = fill_fields(template, context="\n\n".join(c.text for c in whole), question=question)
     budget = context_tokens - max_new_tokens
     fits = estimate_tokens(stuffed) <= budget
+    if mode == "stuff" and not fits:
+        raise ConfigError(f"--mode stuff would send ~{estimate_tokens(stuffed)} tokens in one call; the context "
+                          f"leaves {budget} (context_tokens {context_tokens} - {max_new_tokens} new tokens).",
+                          hint="Use --mode auto (map-reduce, or retrieval with --embeddings), or raise "
+                               "--context-tokens if the endpoint takes more.")
     if mode == "stuff" or (mode == "auto" and fits):
         return Plan("stuff", whole, [stuffed], reason=f"~{estimate_tokens(stuffed)} tokens fit in {budget}"
                     if mode == "auto" else "")
@@ -225,23 +231,26 @@ def answer(question: str, docs: Any, ask: Ask, ask_many: AskMany, *, template: A
     elif plan.mode == "refine":
         result = _refine(question.strip(), plan, ask)
     else:
-        result = _map_reduce(question.strip(), plan, text, ask, ask_many, context_tokens - max_new_tokens)
+        result = _map_reduce(question.strip(), plan, text, ask, ask_many, context_tokens - max_new_tokens,
+                             allow_partial)
     failures = result.data.get("map_failures", []) if isinstance(result.data, dict) else []
     used = result.data.pop("used", plan.chunks) if isinstance(result.data, dict) else plan.chunks
     result.sources = ([h.chunk.as_source(h.score) for h in plan.hits] if plan.mode == "retrieve"
                       else [c.as_source() for c in used])
     result.data = {"mode": plan.mode, **({"embeddings": plan.embedded} if plan.embedded else {}),
                    **(result.data if isinstance(result.data, dict) else {})}
-    if failures:
-        result.partial = True
-        if not allow_partial:
-            shown = "; ".join(failures[:3])
-            raise PartialAnswer(
-                f"{len(failures)} of {len(plan.chunks)} document chunks failed, so an answer would rest on "
-                f"{len(used)} chunks only. First errors: {shown}.",
-                hint="Re-run the cell to retry them, or add --allow-partial to accept an answer from the rest "
-                     "(it will say it is partial).", result=result, failures=failures)
+    result.partial = bool(failures)
     return result
+
+
+def _partial(plan: Plan, failures: list[str], used: int) -> PartialAnswer:
+    shown = "; ".join(failures[:3])
+    return PartialAnswer(
+        f"{len(failures)} of {len(plan.chunks)} document chunks failed, so an answer would rest on {used} chunks "
+        f"only. First errors: {shown}.",
+        hint="Re-run the cell: the chunks that finished come from the journal and only the failed ones are "
+             "called again. Or add --allow-partial to accept an answer from the rest (it will say it is partial).",
+        failures=failures)
 
 
 def _reason(error: Any) -> str:
@@ -255,12 +264,15 @@ def _refine(question: str, plan: Plan, ask: Ask) -> Result:
     return result
 
 
-def _map_reduce(question: str, plan: Plan, template: str, ask: Ask, ask_many: AskMany, budget: int) -> Result:
+def _map_reduce(question: str, plan: Plan, template: str, ask: Ask, ask_many: AskMany, budget: int,
+                allow_partial: bool) -> Result:
     outcomes = ask_many(plan.prompts)
     partial = [(c, o) for c, o in zip(plan.chunks, outcomes, strict=True) if isinstance(o, Result)]
     failed = [(c, o) for c, o in zip(plan.chunks, outcomes, strict=True) if not isinstance(o, Result)]
     if not partial:
         raise failed[0][1]  # type: ignore[misc]
+    if failed and not allow_partial:  # no reduce calls for an answer nobody asked for
+        raise _partial(plan, [f"{c.source}#{c.index}: {_reason(e)}" for c, e in failed], len(partial))
     notes = [f"[{c.source}#{c.index}] {r.text.strip()}" for c, r in partial]
     # Collapse the partial answers until they fit one reduce call.
     def too_long(notes: list[str]) -> bool:

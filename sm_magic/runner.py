@@ -312,14 +312,22 @@ class Runner:
         from sm_magic.journal import fingerprint
 
         journal = self.journal
-        found, job_id = None, 0
-        if journal.enabled:
+        found, job_id, notes = None, 0, []
+        if journal.enabled and self.state.log:
             key = fingerprint(resolved.endpoint, spec.template, resolved.params, resolved.options.set(), prompts)
-            found = journal.find_job(key) if resume else None
-            job_id = found.id if found else journal.start_job(kind, resolved.endpoint, key, len(prompts),
-                                                              _job_meta(spec, resolved, prompts))
+            try:
+                found = journal.find_job(key) if resume else None
+                job_id = found.id if found else journal.start_job(kind, resolved.endpoint, key, len(prompts),
+                                                                  _job_meta(spec, resolved, prompts))
+            except SageMakerError as e:  # a journal that cannot be written never stops the work
+                notes.append(f"not journaled: {e.message}")
+            if resume and found is None:
+                notes.append(f"--resume found no earlier run of this cell (same endpoint, template, parameters "
+                             f"and items), so all {len(prompts)} items were called")
+        elif resume:
+            notes.append("--resume needs the journal (`%sagemaker config log=on`): all items were called")
         batch = BatchResult(prompts, self._asker(spec, resolved, job_id), workers, progress, label, indexed=True)
-        batch.job_id = job_id or None
+        batch.job_id, batch.notes = job_id or None, notes
         if found is not None:
             for index, record in journal.finished_items(found.id).items():
                 if 0 <= index < len(prompts):
@@ -329,7 +337,8 @@ class Runner:
         started = time.time()
         batch.run()
         status = "interrupted" if batch.interrupted else ("partial" if batch.partial else "ok")
-        journal.finish_job(job_id, status)
+        if job_id:
+            journal.finish_job(job_id, status)
         self._remember(HistoryEntry(started, resolved.endpoint, resolved.handler.name,  # one summary per job
                                     f"{kind} of {len(prompts)}: {(spec.template or '')[:KEPT_PROMPT]}",
                                     batch.elapsed, None, status, settings_of(resolved.values)))

@@ -106,8 +106,11 @@ def test_dry_run_shows_the_plan_without_sending(ip, local):
     before = sum(local.calls.values())
     plan = ip.run_cell_magic("sagemaker", "tgi --docs memos --dry-run --context-tokens 1024 --handler tgi", "Where?")
     assert "mode: map-reduce" in repr(plan) and "concurrent calls" in repr(plan)
-    stuffed = ip.run_cell_magic("sagemaker", "tgi --docs memos --dry-run --mode stuff --handler tgi", "Where?")
+    stuffed = ip.run_cell_magic("sagemaker", "tgi --docs memos --dry-run --mode stuff --handler tgi "
+                                "--context-tokens 100000", "Where?")
     assert "Memo 199" in repr(stuffed)
+    with pytest.raises(ConfigError, match="--mode stuff would send ~22773 tokens"):  # refused, not sent
+        ip.run_cell_magic("sagemaker", "tgi --docs memos --mode stuff --handler tgi", "Where?")
     assert sum(local.calls.values()) == before
 
 

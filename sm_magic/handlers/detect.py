@@ -17,7 +17,8 @@ RULES: list[tuple[str, str]] = [
     (r"djl-inference|djl-lmi|lmi\d|tensorrtllm|OPTION_ROLLING_BATCH", "lmi"),
     (r"tgi-inference|text-generation-inference|-tgi\d", "tgi"),
     (r"text2text-flan-t5|flan-t5", "flan-t5"),
-    (r"huggingface-tei|text-embeddings-inference|textembedding|sentence-transformers|embedding", "embedding"),
+    (r"huggingface-tei|text-embeddings-inference", "tei-embedding"),
+    (r"textembedding|sentence-transformers|embedding", "embedding"),
 ]
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from sm_magic.errors import ConfigError, HandlerError
 from sm_magic.handlers.base import JSONHandler, Output, Prompt, as_messages, as_text
+from sm_magic.handlers.embeddings import JumpStartEmbeddings, TEIEmbeddings
 
 
 def _tgi_parameters(params: dict[str, Any], stop_key: str = "stop") -> dict[str, Any]:
@@ -321,5 +322,7 @@ PRESETS: dict[str, type] = {
     "llama2-chat": Llama2Chat,
     "flan-t5": FlanT5,
     "embedding": Embedding,
+    "tei-embedding": TEIEmbeddings,
+    "jumpstart-embedding": JumpStartEmbeddings,
     "text": PlainText,
 }

@@ -1,0 +1,74 @@
+"""What a hostile user tried, each now refused or said out loud (the local endpoint's faults, in-process IPython)."""
+
+from __future__ import annotations
+
+import pytest
+from IPython.core.error import UsageError
+
+from sm_magic.batch import run_batch
+from sm_magic.calls import invoke
+from sm_magic.errors import ConfigError, ModelError
+from sm_magic.handlers.registry import Registry
+from sm_magic.local import Fault
+
+
+def cell(ip, line: str, body: str = "hi"):
+    return ip.run_cell_magic("sagemaker", line, body)
+
+
+@pytest.mark.parametrize("name", ["_oh", "_ih", "_dh", "_i", "_ii", "_i3", "_7", "Out", "print"])
+def test_out_variable_never_hides_ipython_history_names(ip, name):
+    with pytest.raises(UsageError, match="would hide"):
+        cell(ip, f"tgi -o {name}")
+    assert ip.run_cell("1 + 1").result == 2  # the kernel still works
+
+
+def test_docs_name_that_is_neither_a_variable_nor_a_file_is_an_error(ip, local):
+    before = sum(local.calls.values())
+    with pytest.raises(ConfigError, match=r"No files match 'missing\.md', and no notebook variable"):
+        cell(ip, "tgi --docs missing.md", "How long?")
+    assert sum(local.calls.values()) == before
+
+
+def test_template_given_inline(ip):
+    ip.user_ns["notes"] = ["Peter stayed 3 days."]
+    plan = cell(ip, "tgi --handler tgi --docs notes --dry-run --template 'Facts: {context} Q: {question}'", "How long?")
+    assert "Facts: Peter stayed 3 days. Q: How long?" in repr(plan)
+
+
+def test_resume_that_finds_nothing_says_so(ip):
+    ip.user_ns["items"] = ["a", "b"]
+    batch = cell(ip, "tgi --handler tgi --batch items --resume", "Q {text}")
+    assert "--resume found no earlier run of this cell" in batch.summary() and "all 2 items were called" in \
+        batch.summary()
+
+
+def test_a_failed_stream_with_no_text_leaves_the_variable_alone(ip, local):
+    ip.user_ns["r"] = "before"
+    local.inject("faulty", Fault("model-error"))
+    with pytest.raises(ModelError):
+        cell(ip, "faulty --handler tgi --stream -o r")
+    assert ip.user_ns["r"] == "before"
+
+
+def test_an_endpoint_that_always_throttles_stops_the_batch(session, local, monkeypatch):
+    monkeypatch.setattr("sm_magic.batch.THROTTLE_STREAK", 20)  # the default (50) takes ~20 s of back-off
+    local.inject("faulty", Fault("throttle", times=-1))
+    before = local.calls["faulty"]
+    handler = Registry().get("tgi")
+    batch = run_batch(lambda p: invoke(session, "faulty", p, handler), [str(i) for i in range(50)], 4,
+                      progress=False)
+    sent = local.calls["faulty"] - before
+    assert "throttled 20 calls in a row, so the batch stopped" in batch.summary()
+    assert sent < 30  # not 50 items × 11 attempts
+    local.clear_faults()
+
+
+def test_a_tei_endpoint_can_be_called_directly(ip):
+    value = cell(ip, "tei-embedding", "a sentence to embed")  # detected from the TEI image
+    assert value.handler == "tei-embedding" and len(value.data) == 1 and len(value.data[0]) > 8
+
+
+def test_line_command_with_a_question_mark_shows_its_help(ip):
+    shown = ip.run_line_magic("sagemaker", "alias?")
+    assert "alias" in repr(shown) and "--region" in repr(shown)
