@@ -140,16 +140,15 @@ def test_an_expired_request_says_to_raise_the_ttl(moto_server, s3):
         session = Session.local(server.url, botocore_config=Config(parameter_validation=False))
         from sm_magic.handlers.presets import PRESETS
 
-        run = AsyncRun(session, AsyncSettings(s3_input=f"s3://{INPUTS}/ttl"))
-        first = run.submit(0, "one-worker", "first", PRESETS["tgi"](), {})
-        expiring = AsyncRun(session, AsyncSettings(s3_input=f"s3://{INPUTS}/ttl", request_ttl=1))
-        second = expiring.submit(1, "one-worker", "second", PRESETS["tgi"](), {})
-        assert first.result(timeout=30).text == "You said: first"
-        error = second.exception(timeout=30)
+        run = AsyncRun(session, AsyncSettings(s3_input=f"s3://{INPUTS}/ttl", request_ttl=1))
+        calls = [run.submit(i, "one-worker", f"call {i}", PRESETS["tgi"](), {}) for i in range(2)]
+        errors = [call.exception(timeout=30) for call in calls]
         run.close()
-        expiring.close()
-    assert isinstance(error, RequestExpired)
-    assert "RequestTTLSeconds (1 s)" in error.explain() and "raise --request-ttl" in error.explain()
+    ran = [call.result().text for call, error in zip(calls, errors, strict=True) if error is None]
+    expired = [error for error in errors if error is not None]
+    assert len(ran) == 1 and ran[0].startswith("You said: call")  # the one the worker took first
+    assert len(expired) == 1 and isinstance(expired[0], RequestExpired)  # the one that waited 3 s
+    assert "RequestTTLSeconds (1 s)" in expired[0].explain() and "raise --request-ttl" in expired[0].explain()
 
 
 def test_missing_s3_permission_names_the_bucket_and_the_action(server, moto_server, s3):
