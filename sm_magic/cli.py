@@ -23,7 +23,10 @@ QUICKSTART = ROOT / "notebooks" / "01-quickstart.ipynb"
 
 
 def _server_config(args: argparse.Namespace) -> ServerConfig:
-    config = ServerConfig.load(args.config) if args.config else ServerConfig()
+    try:
+        config = ServerConfig.load(args.config) if args.config else ServerConfig()
+    except (OSError, ValueError, TypeError) as e:  # a typo in the file: one line, not a traceback
+        raise SystemExit(f"sm-magic serve: {args.config}: {e}") from None
     if args.host:
         config.host = args.host
     if args.port is not None:
@@ -38,8 +41,10 @@ def _server_config(args: argparse.Namespace) -> ServerConfig:
     elif backend == "model" and not model_available():
         raise SystemExit(INSTALL_HINT)
     try:
-        if args.endpoint or not config.endpoints:
-            config.endpoints = [EndpointSpec.parse(e, backend) for e in (args.endpoint or DEFAULT_ENDPOINTS)]
+        if args.endpoint or not config.endpoints:  # --endpoint adds to the file's endpoints (a name replaces)
+            given = [EndpointSpec.parse(e, backend) for e in (args.endpoint or DEFAULT_ENDPOINTS)]
+            names = {spec.name for spec in given}
+            config.endpoints = [spec for spec in config.endpoints if spec.name not in names] + given
     except ValueError as e:
         raise SystemExit(f"sm-magic serve: {e}") from None
     for spec in config.endpoints:

@@ -72,3 +72,22 @@ def test_a_tei_endpoint_can_be_called_directly(ip):
 def test_line_command_with_a_question_mark_shows_its_help(ip):
     shown = ip.run_line_magic("sagemaker", "alias?")
     assert "alias" in repr(shown) and "--region" in repr(shown)
+
+
+def test_serve_adds_command_line_endpoints_to_the_files_and_explains_a_typo(tmp_path):
+    import subprocess
+    import sys
+
+    good, bad = tmp_path / "good.toml", tmp_path / "bad.toml"
+    good.write_text('[[endpoints]]\nname = "slow"\nlatency = 0.05\n')
+    bad.write_text('[[endpoints]]\nname = "slow"\nlatncy = 0.05\n')
+
+
+    run = subprocess.run([sys.executable, "-m", "sm_magic.cli", "serve", "--config", str(bad)], capture_output=True,
+                         text=True, timeout=60)
+    assert run.returncode != 0 and "latncy" in run.stderr and "Traceback" not in run.stderr
+    import argparse
+
+    args = argparse.Namespace(config=str(good), host=None, port=0, region=None, backend="deterministic",
+                              endpoint=["tgi=tgi"], verify_signatures=False)
+    assert [e.name for e in _server_config(args).endpoints] == ["slow", "tgi"]
