@@ -83,6 +83,8 @@ def test_serve_adds_command_line_endpoints_to_the_files_and_explains_a_typo(tmp_
     bad.write_text('[[endpoints]]\nname = "slow"\nlatncy = 0.05\n')
 
 
+    from sm_magic.cli import _server_config
+
     run = subprocess.run([sys.executable, "-m", "sm_magic.cli", "serve", "--config", str(bad)], capture_output=True,
                          text=True, timeout=60)
     assert run.returncode != 0 and "latncy" in run.stderr and "Traceback" not in run.stderr
