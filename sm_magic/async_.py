@@ -44,6 +44,8 @@ LIST_MIN = 3  # pending answers in one folder from which one listing is cheaper 
 INPUT_FOLDER = "sm-magic/async-inputs"  # under the bucket of the endpoint's S3OutputPath, by default
 ASYNC_OPTIONS = ("custom_attributes", "inference_id")  # the invoke options InvokeEndpointAsync takes
 
+ASYNC_BODY_LIMIT = 1024**3  # asynchronous inference takes bodies up to 1 GB from S3
+
 
 # -- errors -------------------------------------------------------------------------------------------
 class AsyncError(SageMakerError):
@@ -315,7 +317,7 @@ class AsyncRun:
             if self._stop.is_set():
                 raise AsyncStopped("The run was stopped before this request was sent.", endpoint=endpoint)
             check_options(options)
-            request = build_request(endpoint, prompt, handler, params, options)
+            request = build_request(endpoint, prompt, handler, params, options, limit=ASYNC_BODY_LIMIT)
             prefix = self._prefix(endpoint)
             submission = send(self.session, self.s3, request, self.settings, inference, prefix)
             if self.on_submitted is not None:

@@ -55,6 +55,7 @@ class _LookupFormatter(string.Formatter):
         self.namespace = namespace
 
     def get_field(self, field_name: str, args: Any, kwargs: Any) -> tuple[Any, str]:
+        self._field = field_name
         first, rest = _string.formatter_field_name_split(field_name)
         if not isinstance(first, str) or not first:
             raise InterpolationError(f"{{{field_name}}}: positional fields are not allowed; use a name. {BRACES_HINT}")
@@ -81,7 +82,22 @@ class _LookupFormatter(string.Formatter):
     def convert_field(self, value: Any, conversion: str | None) -> Any:
         if conversion not in (None, "s", "r", "a"):
             raise InterpolationError(f"Unknown conversion !{conversion}.")
-        return super().convert_field(value, conversion)
+        try:
+            return super().convert_field(value, conversion)
+        except Exception as e:
+            raise self._unshowable(e) from None
+
+    def format_field(self, value: Any, format_spec: str) -> Any:
+        try:
+            return super().format_field(value, format_spec)
+        except InterpolationError:
+            raise
+        except Exception as e:  # the variable's __str__ / __format__ raised
+            raise self._unshowable(e) from None
+
+    def _unshowable(self, error: Exception) -> InterpolationError:
+        return InterpolationError(f"{{{getattr(self, '_field', '?')}}} could not be turned into text: "
+                                  f"{type(error).__name__}: {error}. Pass a string, or fix the object's __str__.")
 
 
 def interpolate(template: str, namespace: Mapping[str, Any]) -> str:

@@ -26,6 +26,7 @@ from sm_magic.params import PARAMS, SECTIONS
 _TARGET = re.compile(r"^\s*([A-Za-z_]\w*)\s*<<\s*(.*)$")
 CELL_USAGE = "%%sagemaker [VAR <<] [ENDPOINT] [options]"
 RESERVED = {"In", "Out", "get_ipython", "exit", "quit", "display", "_", "__", "___"}
+_SURROGATES = re.compile("[\ud800-\udfff]")
 IPYTHON_NAMES = re.compile(r"^_(oh|ih|dh|i+|i?\d+)$")  # _oh, _ih, _i, _ii, _i7, _7: IPython's history
 
 
@@ -205,6 +206,8 @@ class SageMakerMagics(Magics):
         try:
             result = self.runner.run(CallSpec(prompt, values, template), live)
         except SageMakerError as e:
+            if type(e).__name__ == "EncodingError" and e.where == "prompt":
+                _name_the_variable(e, template, namespace)
             partial = getattr(e, "result", None)
             if partial is not None and partial.text:  # keep what arrived (if anything did), then stop "Run all"
                 live.finish(partial)
@@ -262,3 +265,16 @@ def _fill(template: str, namespace: dict[str, Any]) -> str:
     from sm_magic.interpolate import interpolate
 
     return interpolate(template, namespace)
+
+
+def _name_the_variable(error: Any, template: str, namespace: dict[str, Any]) -> None:
+    """An EncodingError from the cell's prompt names the ``{variable}`` the bad text came from."""
+    from sm_magic.interpolate import field_names
+
+    for name in field_names(template):
+        value = namespace.get(name)
+        found = _SURROGATES.search(value) if isinstance(value, str) and not value.isascii() else None
+        if found:
+            error.position = found.start()  # where it is in the variable, not in the whole prompt
+            error.in_variable(name)
+            return

@@ -9,6 +9,7 @@ a journal is attached, a row on disk.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 import weakref
@@ -27,9 +28,12 @@ PROMPT_HEAD = 80
 KEPT_PROMPT = 4000  # characters of a prompt kept in memory for the panel's Restore
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def printable(text: str) -> str:
     """Text any frontend can serialize: lone surrogates become U+FFFD."""
-    return text.encode("utf-8", "replace").decode("utf-8") if text and not text.isascii() else text
+    return _SURROGATE.sub("\ufffd", text) if text and not text.isascii() else text
 
 
 @dataclass

@@ -24,6 +24,7 @@ class Output:
     usage: dict[str, int] | None = None
     finish_reason: str | None = None
     data: Any = None  # e.g. an embedding vector
+    final: bool = False  # the container's end marker: a stream that ends without one is truncated
 
 
 class Body(bytes):

@@ -336,7 +336,7 @@ class Panel:
         if self.history.value is None:
             return
         entry = self._entries[self.history.value]
-        self.prompt.value = entry.prompt
+        self.prompt.value = printable(entry.prompt)
         with self.state.hold_trait_notifications():
             self.state.endpoint = entry.endpoint
             self.state.handler = entry.handler
