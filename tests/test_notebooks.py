@@ -132,9 +132,9 @@ def test_saved_notebooks_hold_no_secret(deterministic, tmp_path, monkeypatch):
         new_code_cell("%sagemaker history"),
         new_code_cell("from sm_magic.widgets.panel import Panel\nimport os\n"
                       "p = Panel(get_ipython().find_magic('sagemaker').__self__.runner, get_ipython())\n"
-                      "p.access_key.value = os.environ['AWS_ACCESS_KEY_ID']\n"
-                      "p.secret_key.value = os.environ['AWS_SECRET_ACCESS_KEY']\n"
-                      "p.session_token.value = os.environ['AWS_SESSION_TOKEN']\n"
+                      "p.access_key.set(os.environ['AWS_ACCESS_KEY_ID'])\n"
+                      "p.secret_key.set(os.environ['AWS_SECRET_ACCESS_KEY'])\n"
+                      "p.session_token.set(os.environ['AWS_SESSION_TOKEN'])\n"
                       f"p.endpoint_url.value = {deterministic.url!r}\np.region.value = 'us-east-1'\n"
                       "p.connect.click()\np.widget"),
         new_code_cell("repr(get_ipython().find_magic('sagemaker').__self__.state.session), r"),

@@ -6,7 +6,9 @@ from __future__ import annotations
 import html
 from typing import Any
 
+import anywidget
 import ipywidgets as w
+import traitlets
 
 from sm_magic.errors import ConfigError
 from sm_magic.params import CONFIG_PARAMS
@@ -77,3 +79,51 @@ def read(fields: dict[str, w.Widget]) -> tuple[dict[str, Any], list[str]]:
 
 def section_of(name: str) -> str:
     return BY_NAME[name].section
+
+
+class SecretField(anywidget.AnyWidget):
+    """A password box whose text never becomes widget state: on Enter, or when the box loses focus, the
+    browser sends it to the kernel as a message and empties the box. Messages are never saved with a
+    notebook, so no save (Ctrl+S, autosave, the toolbar while the kernel is busy) can hold the secret."""
+
+    _esm = """
+    function render({ model, el }) {
+      const label = document.createElement("label");
+      label.style.cssText = "display: inline-block; width: 9em; flex: none; text-align: right; margin-right: 8px; "
+        + "font-size: var(--jp-widgets-font-size); color: var(--jp-widgets-label-color)";
+      const input = document.createElement("input");
+      input.type = "password";
+      input.autocomplete = "off";
+      input.className = "widget-input";
+      input.style.cssText = "flex: 1; min-width: 0; height: var(--jp-widgets-inline-height)";
+      const show = () => {
+        label.textContent = model.get("description");
+        input.placeholder = model.get("placeholder");
+      };
+      const send = () => { if (input.value) { model.send({ secret: input.value }); input.value = ""; } };
+      input.addEventListener("change", send);
+      input.addEventListener("keydown", (e) => { if (e.key === "Enter") send(); });
+      model.on("change:placeholder", show);
+      show();
+      const row = document.createElement("div");
+      row.style.cssText = "display: flex; align-items: center; width: 32em; margin: 2px 0";
+      row.append(label, input);
+      el.append(row);
+    }
+    export default { render };
+    """
+    description = traitlets.Unicode("").tag(sync=True)
+    placeholder = traitlets.Unicode("optional").tag(sync=True)
+
+    def __init__(self, description: str, css: str, on_secret: Any):
+        super().__init__(description=description)
+        self.add_class(css)
+        self._on_secret = on_secret
+        self.on_msg(lambda _widget, content, _buffers: self.set(content.get("secret", ""))
+                    if isinstance(content, dict) else None)
+
+    def set(self, secret: str) -> None:
+        """What the browser does on Enter (scripts and tests call it directly)."""
+        if secret:
+            self._on_secret(self, secret)
+            self.placeholder = "secret set ✓"

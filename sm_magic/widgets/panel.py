@@ -55,12 +55,12 @@ class Panel:
         self.profile.add_class("sm-profile")
         self.region = fields.text("Region", "sm-region", "us-east-1")
         self.role_arn = fields.text("Role ARN", "sm-role-arn", "arn:aws:iam::123456789012:role/name")
-        self.external_id = fields.text("External id", "sm-external-id", password=True)
+        self.external_id = fields.SecretField("External id", "sm-external-id", self._take_secret)
         self.endpoint_url = fields.text("Endpoint URL", "sm-endpoint-url", "(AWS)")
         self.local_button = fields.button("Local endpoint", "sm-local")
-        self.access_key = fields.text("Access key id", "sm-access-key", "optional", password=True)
-        self.secret_key = fields.text("Secret key", "sm-secret-key", "optional", password=True)
-        self.session_token = fields.text("Session token", "sm-session-token", "optional", password=True)
+        self.access_key = fields.SecretField("Access key id", "sm-access-key", self._take_secret)
+        self.secret_key = fields.SecretField("Secret key", "sm-secret-key", self._take_secret)
+        self.session_token = fields.SecretField("Session token", "sm-session-token", self._take_secret)
         self.connect = fields.button("Connect", "sm-connect", "primary")
         self.identity = w.HTML()
         self.identity.add_class("sm-identity")
@@ -149,8 +149,6 @@ class Panel:
         self.runner.listeners.append(self._history_changed)
         for field in self.fields.values():
             field.observe(lambda _: self._read_params(), names="value")
-        for field in (self.access_key, self.secret_key, self.session_token, self.external_id):
-            field.observe(self._take_secret, names="value")
         self.alias.observe(self._on_alias, names="value")
         self.endpoint.observe(lambda _: self.detected.__setattr__("value", ""), names="value")
         self.local_button.on_click(lambda _: self._use_local())
@@ -182,16 +180,11 @@ class Panel:
         self.endpoint_url.value = local_url()
         self._local = True
 
-    def _take_secret(self, change: Any) -> None:
-        """A typed secret goes into memory at once and leaves the widget (and so any saved notebook)."""
-        field, value = change["owner"], change["new"]
-        if not value:
-            return
+    def _take_secret(self, field: Any, value: str) -> None:
+        """A typed secret arrives as a message (never widget state) and is kept in memory until Connect."""
         name = {id(self.access_key): "access_key_id", id(self.secret_key): "secret_access_key",
                 id(self.session_token): "session_token", id(self.external_id): "external_id"}[id(field)]
         self._secrets[name] = value
-        field.value = ""
-        field.placeholder = "secret set ✓"
 
     def _connect(self) -> None:
         from sm_magic.commands.session import describe

@@ -258,10 +258,6 @@ def test_a_typed_secret_is_never_saved_in_the_notebook(lab, page):
     shot(page, "secret-04-saved-after-blur")
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "the panel's Password fields hold the secret in widget state until the kernel clears them: a save before "
-    "then (the toolbar's save button takes the focus, which commits the field) writes it to the notebook and "
-    "its checkpoint"))
 def test_saving_with_the_button_while_typing_a_secret_does_not_save_it(lab, page):
     path = open_panel(lab, page, "secret-race.ipynb", "import time\ntime.sleep(6)")
     run_cell(page, 2)  # a busy kernel (a cell still running) answers the field's update only after it
