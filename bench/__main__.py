@@ -9,7 +9,6 @@ in its own process (:mod:`bench.endpoint`).
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import platform
 import shutil
@@ -100,7 +99,7 @@ def measure(quick: bool) -> str:
         rows += m.memory(server)
         rows += journal.rows(server, quick)
         rows += embedding_rows(server, quick)
-        rows += async_rows(server, quick)
+        rows += async_rows(quick)
         rows += startup.splitting(500_000 if quick else 50_000_000)
     finally:
         server.stop()
@@ -118,13 +117,11 @@ def embedding_rows(server: object, quick: bool) -> list:
             + e.index_build(server, total_bytes=20_000 if quick else 2_000_000))
 
 
-def async_rows(server: object, quick: bool) -> list:
-    """bench/async_.py's rows, when that module is there."""
-    if importlib.util.find_spec("bench.async_") is None:
-        return []
+def async_rows(quick: bool) -> list:
+    """bench/async_.py's rows (its own endpoint and S3)."""
     from bench import async_
 
-    return async_.rows(server, quick)
+    return async_.rows(20 if quick else 1000)
 
 
 def main() -> int:
