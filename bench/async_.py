@@ -18,7 +18,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from bench.measure import Row
-from sm_magic.async_ import AsyncRun, AsyncSettings
+from sm_magic.async_ import AsyncSettings
+from sm_magic.async_run import AsyncRun
 from sm_magic.handlers.presets import PRESETS
 from sm_magic.local import EndpointSpec, LocalEndpoint, ServerConfig
 from sm_magic.session import Session

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.measure import Row
-from sm_magic.journal import INSERT_CALL, CallRecord, Journal
+from sm_magic.journal import INSERT_CALL, Journal
+from sm_magic.records import CallRecord
 
 SECTION = "journal"
 

@@ -31,14 +31,14 @@ _LAZY = {
     "SageMaker": "sm_magic.resolve",
     "Runner": "sm_magic.runner",
     "LocalEndpoint": "sm_magic.local.server",
-    "submit": "sm_magic.async_",
-    "AsyncCall": "sm_magic.async_",
+    "submit": "sm_magic.async_run",
+    "AsyncCall": "sm_magic.async_run",
 }
 
 __all__ = [*_LAZY, "load_ipython_extension", "unload_ipython_extension"]
 
 if TYPE_CHECKING:
-    from sm_magic.async_ import AsyncCall, submit
+    from sm_magic.async_run import AsyncCall, submit
     from sm_magic.batch import BatchResult, run_batch
     from sm_magic.calls import invoke, stream
     from sm_magic.chains import Document, load_qa_chain

@@ -27,23 +27,19 @@ writes nothing and creates no file.
 from __future__ import annotations
 
 import atexit
-import hashlib
 import json
 import os
 import queue
-import re
 import sqlite3
-import sys
 import threading
 import time
-import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sm_magic.errors import SageMakerError
+from sm_magic.records import CallRecord, JobInfo, JournalError, Submission, home, session_id
 
 FILENAME = "journal.sqlite3"
 STATUSES = frozenset({"ok", "error", "interrupted", "truncated", "partial"})
@@ -75,135 +71,6 @@ CALL_COLUMNS = ("time", "session", "endpoint", "region", "handler", "prompt", "t
                 "job_id", "item")
 INSERT_CALL = f"INSERT INTO calls ({', '.join(CALL_COLUMNS)}) VALUES ({', '.join('?' * len(CALL_COLUMNS))})"
 JSON_COLUMNS = ("params", "options", "usage")
-
-
-class JournalError(SageMakerError):
-    """The journal could not be written or read (locked by another program, disk full, damaged file)."""
-
-
-def home() -> Path:
-    """The sm_magic home: ``$SM_MAGIC_HOME``, else ``~/.sm_magic``."""
-    return Path(os.environ.get("SM_MAGIC_HOME") or "~/.sm_magic").expanduser()
-
-
-_session: tuple[int, str] | None = None
-
-
-def session_id() -> str:
-    """This kernel's id (from its connection file) when running in a Jupyter kernel, else a uuid per process."""
-    global _session
-    pid = os.getpid()
-    if _session is None or _session[0] != pid:
-        _session = (pid, _kernel_id() or uuid.uuid4().hex)
-    return _session[1]
-
-
-def _kernel_id() -> str | None:
-    if "ipykernel" not in sys.modules:
-        return None
-    try:
-        from ipykernel import get_connection_file
-
-        name = Path(get_connection_file()).name
-    except Exception:  # not in a kernel (ipykernel imported by a plain shell, or no app yet)
-        return None
-    match = re.fullmatch(r"kernel-(.+)\.json", name)
-    return match.group(1) if match else None
-
-
-def fingerprint(endpoint: str, template: str | None, params: Mapping[str, Any] | None,
-                options: Mapping[str, Any] | None, items: Iterable[Any]) -> str:
-    """A hex digest of what decides a job's answers; items are hashed one by one, in order.
-
-    Strings are hashed as length-prefixed UTF-8 (no JSON), so 100,000 prompts cost tens of milliseconds.
-    """
-    digest = hashlib.sha256()
-    head = [endpoint, template, dict(params or {}), dict(options or {})]
-    digest.update(json.dumps(head, sort_keys=True, default=str).encode())
-    count = 0
-    for item in items:
-        if isinstance(item, str):
-            data = item.encode("utf-8", "surrogatepass")
-            digest.update(b"s%d:" % len(data))
-        else:
-            data = json.dumps(item, sort_keys=True, default=str).encode()
-            digest.update(b"j%d:" % len(data))
-        digest.update(data)
-        count += 1
-    digest.update(b"n%d" % count)
-    return digest.hexdigest()
-
-
-@dataclass
-class CallRecord:
-    """One finished call. Rows read back have ``id`` set; ``time`` is when the call started (epoch s)."""
-
-    endpoint: str
-    prompt: str
-    status: str = "ok"  # ok | error | interrupted | truncated | partial
-    answer: str | None = None
-    handler: str | None = None
-    region: str | None = None
-    params: Mapping[str, Any] | None = None
-    options: Mapping[str, Any] | None = None  # invoke options (custom attributes, variant...), never settings
-    usage: Mapping[str, Any] | None = None
-    latency: float | None = None  # seconds, request sent → last byte
-    first_token: float | None = None  # seconds to the first streamed token
-    error_class: str | None = None
-    error_message: str | None = None
-    job_id: int | None = None
-    item: int | None = None  # the item's index in its job
-    template: str | None = None  # the prompt before {var} filling
-    time: float = field(default_factory=time.time)
-    session: str = field(default_factory=session_id)
-    id: int | None = None
-
-    def row(self) -> dict[str, Any]:
-        """A short summary for tables (the prompt and answer cut to 80 characters)."""
-        def head(text: str | None) -> str:
-            text = (text or "").replace("\n", " ")
-            return text[:80] + ("…" if len(text) > 80 else "")
-
-        return {"id": self.id, "time": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.time)),
-                "endpoint": self.endpoint, "status": self.status, "prompt": head(self.prompt),
-                "answer": head(self.answer if self.status == "ok" else self.error_message),
-                "latency_ms": None if self.latency is None else round(self.latency * 1000),
-                "tokens": (self.usage or {}).get("completion_tokens"), "job": self.job_id, "item": self.item}
-
-
-@dataclass
-class JobInfo:
-    """A job and how far it got: ``done`` items with an ok answer, ``failed`` items whose last call failed."""
-
-    id: int
-    kind: str
-    endpoint: str | None
-    fingerprint: str | None
-    total: int | None
-    created: float
-    status: str
-    session: str | None
-    meta: dict[str, Any]
-    finished: float | None = None
-    done: int = 0
-    failed: int = 0
-
-    def row(self) -> dict[str, Any]:
-        return {"job": self.id, "kind": self.kind, "endpoint": self.endpoint, "done": self.done,
-                "failed": self.failed, "total": self.total,
-                "started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.created)), "status": self.status}
-
-
-@dataclass
-class Submission:
-    """An async item sent to the endpoint: where its answer (or failure) will appear in S3."""
-
-    job_id: int
-    item: int
-    time: float
-    inference_id: str | None = None
-    output_location: str | None = None
-    failure_location: str | None = None
 
 
 @dataclass
@@ -260,7 +127,7 @@ class Journal:
             if not self.path.exists():  # prompts can be sensitive: the file (and its -wal, -shm) is the user's
                 os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
             conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False)
-            conn.execute("PRAGMA journal_mode=WAL")
+            _wal(conn)
             conn.execute("PRAGMA synchronous=NORMAL")
             if conn.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
                 conn.execute("BEGIN IMMEDIATE")
@@ -496,6 +363,22 @@ class Journal:
         """Item index → where its async answer will appear."""
         rows = self._read("SELECT * FROM submissions WHERE job_id = ? ORDER BY item", (job_id,))
         return {row["item"]: Submission(**dict(row)) for row in rows}
+
+
+def _wal(conn: sqlite3.Connection) -> None:
+    """WAL mode. Switching a new file to it needs the file to itself, and SQLite answers "locked" at once
+    (not after the busy timeout) while another process holds it: so wait here, up to BUSY_TIMEOUT."""
+    deadline = time.monotonic() + BUSY_TIMEOUT
+    while True:
+        try:
+            if conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal":
+                return
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
 
 
 _JOBS = """SELECT jobs.*,

@@ -161,7 +161,8 @@ class SagemakerEndpoint(_EndpointFields, LLM):
         return self.async_inference
 
     def _async_result(self, t: Target, prompt: str, stop: list[str] | None, kwargs: dict[str, Any]) -> Result:
-        from sm_magic.async_ import AsyncRun, AsyncSettings
+        from sm_magic.async_ import AsyncSettings
+        from sm_magic.async_run import AsyncRun
 
         if self._async_run is None:  # one collector for every call of this model object
             self._async_run = AsyncRun(t.session, AsyncSettings(s3_input=self.s3_input))

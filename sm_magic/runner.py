@@ -9,7 +9,6 @@ a journal is attached, a row on disk.
 
 from __future__ import annotations
 
-import re
 import threading
 import time
 import weakref
@@ -20,44 +19,10 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from sm_magic.errors import ConfigError, SageMakerError, ValidationFailed
+from sm_magic.history import HISTORY_LIMIT, KEPT_PROMPT, HistoryEntry, printable, settings_of
+from sm_magic.jobs import Jobs
 from sm_magic.resolve import CallSpec, Resolved, SageMaker
 from sm_magic.result import Result
-
-HISTORY_LIMIT = 200  # summaries kept in memory; the journal keeps everything
-PROMPT_HEAD = 80
-KEPT_PROMPT = 4000  # characters of a prompt kept in memory for the panel's Restore
-
-
-_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-def printable(text: str) -> str:
-    """Text any frontend can serialize: lone surrogates become U+FFFD."""
-    return _SURROGATE.sub("\ufffd", text) if text and not text.isascii() else text
-
-
-@dataclass
-class HistoryEntry:
-    """A bounded summary of one call (never the whole prompt or answer)."""
-
-    when: float
-    endpoint: str
-    handler: str
-    prompt: str
-    latency: float | None
-    tokens: int | None
-    status: str
-    values: dict[str, Any]
-
-    def row(self) -> dict[str, Any]:
-        head = printable(self.prompt[:PROMPT_HEAD + 1].replace("\n", " "))
-        return {
-            "time": time.strftime("%H:%M:%S", time.localtime(self.when)),
-            "endpoint": self.endpoint, "handler": self.handler,
-            "prompt": head[:PROMPT_HEAD] + ("…" if len(self.prompt) > PROMPT_HEAD else ""),
-            "latency_ms": None if self.latency is None else round(self.latency * 1000),
-            "tokens": self.tokens, "status": self.status,
-        }
 
 
 class Live(Protocol):
@@ -92,6 +57,7 @@ class Runner:
         self._lock = threading.Lock()
         self._journal: Any = None
         self._embeddings: dict[tuple, tuple[Any, Any]] = {}
+        self.jobs = Jobs(self)
 
     @property
     def last(self) -> Any:
@@ -108,7 +74,8 @@ class Runner:
     @property
     def journal(self) -> Any:
         """The call journal under the sm_magic home (opened on first use; a disabled one when ``log`` is off)."""
-        from sm_magic.journal import FILENAME, Journal, home
+        from sm_magic.journal import FILENAME, Journal
+        from sm_magic.records import home
 
         path = (Path(self.state.home).expanduser() if self.state.home else home()) / FILENAME
         enabled = bool(self.state.log)
@@ -139,7 +106,7 @@ class Runner:
             return self.call(spec, dry_run=True)
         resolved = self.state.resolve(spec)
         if self.asynchronous(resolved):
-            return self.call_async(spec)
+            return self.jobs.call_async(spec)
         stream = v.get("stream")
         if stream is None:
             stream = self.state.stream
@@ -150,7 +117,7 @@ class Runner:
         except ValidationFailed:  # a real-time call to an async endpoint is refused: take the async path
             if resolved.values.get("async_") is None and self.state.is_async(resolved.session, resolved.endpoint,
                                                                              ask=True):
-                return self.call_async(spec)
+                return self.jobs.call_async(spec)
             raise
 
     def asynchronous(self, resolved: Resolved) -> bool:
@@ -223,9 +190,9 @@ class Runner:
             latency=result.latency if result else None, tokens=result.tokens if result else None,
             status=status, values=settings_of(resolved.values),
         )
-        self._remember(entry)
+        self.remember(entry)
 
-    def _remember(self, entry: HistoryEntry) -> None:
+    def remember(self, entry: HistoryEntry) -> None:
         with self._lock:
             self.history.append(entry)
         for listener in list(self.listeners):
@@ -236,7 +203,7 @@ class Runner:
 
     def _journal_call(self, spec: CallSpec, resolved: Resolved, started: float, result: Result | None,
                       error: SageMakerError | None, job: tuple[int, int] | None, prompt: str) -> None:
-        from sm_magic.journal import CallRecord
+        from sm_magic.records import CallRecord
 
         record = CallRecord(
             resolved.endpoint, printable(prompt), status="error" if error else (result.status if result else "error"),
@@ -246,9 +213,9 @@ class Runner:
             first_token=result.first_token if result else None,
             error_class=type(error).__name__ if error else None, error_message=error.explain() if error else None,
             job_id=job[0] if job else None, item=job[1] if job else None, template=spec.template, time=started)
-        self._write(record)
+        self.write_record(record)
 
-    def _write(self, record: Any) -> None:
+    def write_record(self, record: Any) -> None:
         try:
             self.journal.record_call(record)
         except SageMakerError as e:  # the journal must never cost an answer: say so once, stop logging
@@ -272,98 +239,9 @@ class Runner:
             resolved = replace(resolved, session=self.state.session_for(changes))
         return requested, resolved
 
-    def _asker(self, spec: CallSpec, resolved: Resolved, job_id: int = 0) -> Callable[[int, str], Result]:
-        """Calls for the items of a job: the same resolution, the session sized for the pool, each
-        journaled with the job and its index as it completes."""
-        from sm_magic.calls import invoke
-        from sm_magic.journal import CallRecord
-
-        session, endpoint, handler, params, options = (resolved.session, resolved.endpoint, resolved.handler,
-                                                       resolved.params, resolved.options)
-        shown_options, region = options.set(), session.settings.region
-        journal = self.state.log
-
-        def ask(index: int, prompt: str) -> Result:  # per item: the call and one journal row, nothing else
-            started = time.time()
-            error: SageMakerError | None = None
-            result: Result | None = None
-            try:
-                result = invoke(session, endpoint, prompt, handler, params, options)
-            except SageMakerError as e:
-                error = e
-            if journal:
-                self._write(CallRecord(
-                    endpoint, printable(prompt), status=result.status if result else "error",
-                    answer=result.text if result else None, handler=handler.name, region=region, params=params,
-                    options=shown_options, usage=result.usage if result else None,
-                    latency=result.latency if result else None, error_class=type(error).__name__ if error else None,
-                    error_message=error.explain() if error else None, job_id=job_id or None,
-                    item=index if job_id else None, time=started))
-            if error is not None:
-                raise error
-            assert result is not None
-            if job_id:  # a job can hold 100,000 answers: keep the answer, not the bytes
-                result.request = result.body = None
-            return result
-
-        return ask
-
-    def _job(self, kind: str, spec: CallSpec, resolved: Resolved, prompts: list[str], workers: int,
-             resume: bool, label: str, progress: bool = True) -> Any:
-        """Run prompts as a journaled job; with ``resume``, items an earlier run of the same job finished
-        are loaded from the journal instead of called."""
-        from sm_magic.batch import BatchResult
-        from sm_magic.journal import fingerprint
-
-        journal = self.journal
-        found, job_id, notes = None, 0, []
-        if journal.enabled and self.state.log:
-            key = fingerprint(resolved.endpoint, spec.template, resolved.params, resolved.options.set(), prompts)
-            try:
-                found = journal.find_job(key) if resume else None
-                job_id = found.id if found else journal.start_job(kind, resolved.endpoint, key, len(prompts),
-                                                                  _job_meta(spec, resolved, prompts))
-            except SageMakerError as e:  # a journal that cannot be written never stops the work
-                notes.append(f"not journaled: {e.message}")
-            if resume and found is None:
-                notes.append(f"--resume found no earlier run of this cell (same endpoint, template, parameters "
-                             f"and items), so all {len(prompts)} items were called")
-        elif resume:
-            notes.append("--resume needs the journal (`%sagemaker config log=on`): all items were called")
-        batch = BatchResult(prompts, self._asker(spec, resolved, job_id), workers, progress, label, indexed=True)
-        batch.job_id, batch.notes = job_id or None, notes
-        if found is not None:
-            for index, record in journal.finished_items(found.id).items():
-                if 0 <= index < len(prompts):
-                    batch.load(index, Result(record.answer or "", resolved.endpoint, record.handler or "",
-                                             latency=record.latency or 0.0, usage=dict(record.usage or {}) or None,
-                                             params=dict(record.params or {})))
-        started = time.time()
-        batch.run()
-        status = "interrupted" if batch.interrupted else ("partial" if batch.partial else "ok")
-        if job_id:
-            journal.finish_job(job_id, status)
-        self._remember(HistoryEntry(started, resolved.endpoint, resolved.handler.name,  # one summary per job
-                                    f"{kind} of {len(prompts)}: {(spec.template or '')[:KEPT_PROMPT]}",
-                                    batch.elapsed, None, status, settings_of(resolved.values)))
-        return batch
-
     def resume(self, job_id: int, concurrency: int | None = None) -> Any:
-        """Finish a journaled batch from its id (another kernel's too): only unfinished items are called."""
-        journal = self.journal
-        job = journal.job(job_id) if journal.enabled else None
-        if job is None:
-            raise ConfigError(f"No job {job_id} in the journal ({journal.path}).",
-                              hint="`%sagemaker jobs` lists them" + ("" if journal.enabled else "; logging is off"))
-        if job.kind == "async":
-            return self._resume_async(job, concurrency)
-        if job.kind != "batch" or "prompts" not in job.meta:
-            raise ConfigError(f"Job {job_id} ({job.kind}) cannot be resumed by its id: its prompts were not kept.",
-                              hint="Re-run its cell with --resume: finished items are loaded from the journal.")
-        spec = CallSpec("", {**job.meta["values"], "endpoint": job.endpoint}, job.meta.get("template"))
-        resolved = self.state.resolve(replace(spec, prompt=job.meta["prompts"][0] if job.meta["prompts"] else ""))
-        workers, resolved = self.concurrency_for(resolved, concurrency or resolved.values.get("concurrency"))
-        return self._job("batch", spec, resolved, job.meta["prompts"], workers, True, resolved.endpoint)
+        """Finish a journaled job from its id (another kernel's too): only unfinished items are called."""
+        return self.jobs.resume(job_id, concurrency)
 
     def answer(self, spec: CallSpec, docs: Any, *, template: Any = None, mode: str | None = None,
                context_tokens: int | None = None, concurrency: int | None = None,
@@ -378,13 +256,13 @@ class Runner:
         resolved = self.state.resolve(spec)
         self.check_budget(plan.calls, resolved, plan.describe())
         workers, resolved = self.concurrency_for(resolved, concurrency or resolved.values.get("concurrency"))
-        single = self._asker(spec, resolved)
+        single = self.jobs.asker(spec, resolved)
 
         def ask(prompt: str) -> Result:
             return single(0, prompt)
 
         def ask_many(prompts: list[str]) -> list[Any]:  # a retry after a failure or Ctrl-C redoes only the rest
-            batch = self._job("qa-map", spec, resolved, prompts, workers, resume=True, label="map")
+            batch = self.jobs.run("qa-map", spec, resolved, prompts, workers, resume=True, label="map")
             if batch.interrupted:
                 raise KeyboardInterrupt
             return [o.error if isinstance(o, ItemError) else o for o in batch.outcomes]
@@ -428,7 +306,7 @@ class Runner:
     def embeddings_for(self, resolved: Resolved) -> tuple[Any, Any]:
         """The embeddings endpoint named by ``embeddings`` (an alias works) and its vector index, made once."""
         from sm_magic.embeddings import SagemakerEndpointEmbeddings
-        from sm_magic.journal import home
+        from sm_magic.records import home
         from sm_magic.vectors import VectorIndex
 
         name = resolved.values.get("embeddings")
@@ -470,136 +348,8 @@ class Runner:
                                   resolved.options).describe() if prompts else ""
             return BatchPlan(resolved.endpoint, len(prompts), workers, first)
         if self.asynchronous(resolved):
-            return self._async_job(spec, resolved, prompts, workers, progress=progress)
-        return self._job("batch", spec, resolved, prompts, workers, bool(spec.values.get("resume")),
+            return self.jobs.run_async(spec, resolved, prompts, workers, progress=progress)
+        return self.jobs.run("batch", spec, resolved, prompts, workers, bool(spec.values.get("resume")),
                          resolved.endpoint, progress)
 
-    # -- asynchronous inference --------------------------------------------------------------------------
-    def call_async(self, spec: CallSpec) -> Result:
-        """One call through S3 and InvokeEndpointAsync, journaled as a one-item job (resumable by its id)."""
-        from sm_magic.async_ import AsyncStopped
-        from sm_magic.batch import ItemError
 
-        resolved = self.state.resolve(spec)
-        batch = self._async_job(spec, resolved, [resolved.prompt], 1, progress=False, single=True)
-        outcome = batch.outcomes[0]
-        if isinstance(outcome, ItemError):
-            raise outcome.error
-        if outcome is None:  # Ctrl-C while waiting
-            job = f" {batch.job_id}" if batch.job_id else ""
-            raise AsyncStopped(f"Stopped waiting for the answer of endpoint '{resolved.endpoint}'; the request "
-                               "is still queued or running there.", endpoint=resolved.endpoint,
-                               hint=f"`%sagemaker resume{job or ' JOB'}` collects it later without sending it again.")
-        self.state.remember_chat(resolved, outcome.text)
-        return outcome
-
-    def _async_job(self, spec: CallSpec, resolved: Resolved, prompts: list[Any], workers: int, *,
-                   progress: bool = True, single: bool = False, job: Any = None) -> Any:
-        """Prompts through S3 and InvokeEndpointAsync as a journaled job of kind "async": each submission
-        (where its answer will appear) and each answer is recorded as it happens; with ``job``, the
-        submitted items of that job are only collected, never sent again."""
-        from sm_magic.async_ import AsyncRun, AsyncSettings, AsyncStopped, inference_id, new_token
-        from sm_magic.batch import BatchResult
-        from sm_magic.journal import fingerprint
-
-        journal = self.journal
-        if job is None:
-            settings, token = AsyncSettings.from_values(resolved.values), new_token()
-            submitted, finished, job_id = {}, {}, 0
-            if journal.enabled:
-                key = fingerprint(resolved.endpoint, spec.template, resolved.params, resolved.options.set(), prompts)
-                meta = {**_job_meta(spec, resolved, prompts), "token": token, "async": settings.meta()}
-                job_id = journal.start_job("async", resolved.endpoint, key, len(prompts), meta)
-        else:
-            settings = AsyncSettings(**job.meta.get("async", {}))  # a resume waits at least the default
-            settings.max_wait = max(settings.max_wait, AsyncSettings.max_wait)
-            token, job_id = job.meta.get("token") or new_token(), job.id
-            submitted, finished = journal.submissions(job.id), journal.finished_items(job.id)
-        options = resolved.options if single else replace(resolved.options, inference_id=None)
-        values = {**spec.values, "chat": False, "stream": False, "dry_run": False, "docs": None, "batch": None}
-        tries: dict[int, int] = {}
-
-        def on_submitted(index: int, submission: Any) -> None:
-            if job_id:
-                journal.record_submission(replace(submission, job_id=job_id, item=index))
-
-        def on_done(index: int, outcome: Any, waiting: Any) -> None:
-            if isinstance(outcome, AsyncStopped):  # still queued or running: resume collects it
-                return
-            item_spec = spec if single else replace(spec, prompt=prompts[index], values=values, template=None)
-            item = replace(resolved, prompt=prompts[index])
-            started = time.time() - (time.perf_counter() - waiting.started)
-            where = (job_id, index) if job_id else None
-            if isinstance(outcome, Result):
-                if not single:  # a job can hold 100,000 answers: keep the answer, not the bytes
-                    outcome.request = outcome.body = None
-                self.record(item_spec, item, started, outcome, "ok", None, where)
-            else:
-                self.record(item_spec, item, started, None, type(outcome).__name__, outcome, where)
-
-        run = AsyncRun(resolved.session, settings, workers, on_submitted, on_done)
-
-        def start(index: int) -> Any:
-            if index in submitted and index not in tries:
-                return run.collect(index, resolved.endpoint, submitted[index], resolved.handler, resolved.params)
-            tries[index] = tries.get(index, -1) + 1
-            suffix = f"-r{tries[index]}" if tries[index] else ""  # a retry must not find the last failure object
-            return run.submit(index, resolved.endpoint, prompts[index], resolved.handler, resolved.params, options,
-                              inference_id(token, index) + suffix)
-
-        futures = {index: start(index) for index in range(len(prompts)) if index not in finished}
-
-        def run_one(index: int, prompt: Any) -> Result:
-            future = futures.pop(index, None) or start(index)
-            return future.result()
-
-        batch = BatchResult(prompts, run_one, workers, progress, resolved.endpoint, indexed=True)
-        batch.job_id = job_id or None
-        for index, record in finished.items():
-            if 0 <= index < len(prompts):
-                batch.load(index, Result(record.answer or "", resolved.endpoint, record.handler or "",
-                                         latency=record.latency or 0.0, usage=dict(record.usage or {}) or None,
-                                         params=dict(record.params or {})))
-        try:
-            batch.run()
-        finally:
-            run.close()
-        journal.finish_job(job_id, "interrupted" if batch.interrupted else ("partial" if batch.partial else "ok"))
-        return batch
-
-    def _resume_async(self, job: Any, concurrency: int | None = None) -> Any:
-        """Collect an async job's answers from S3 (another kernel's too); unsent items are sent."""
-        prompts = job.meta.get("prompts")
-        if prompts is None:
-            journal = self.journal
-            unsent = set(range(job.total or 0)) - set(journal.submissions(job.id)) - set(journal.finished_items(job.id))
-            if unsent:
-                raise ConfigError(f"Job {job.id} has {len(unsent)} item(s) that were never sent, and its prompts were "
-                                  "not kept.", hint="Re-run its cell: finished items are loaded from the journal.")
-            prompts = [""] * (job.total or 0)
-        spec = CallSpec("", {**job.meta["values"], "endpoint": job.endpoint}, job.meta.get("template"))
-        resolved = self.state.resolve(replace(spec, prompt=prompts[0] if prompts else ""))
-        workers, resolved = self.concurrency_for(resolved, concurrency or resolved.values.get("concurrency"))
-        return self._async_job(spec, resolved, prompts, workers, job=job)
-
-
-KEPT_PROMPTS = 20_000_000  # characters of a batch's prompts kept with its job, so `resume JOB` needs no cell
-
-
-def settings_of(values: dict[str, Any]) -> dict[str, Any]:
-    """The parameter values worth keeping (history, a job's meta): never the items, documents or namespace."""
-    from sm_magic.params import BY_NAME
-
-    return {k: v for k, v in values.items() if k in BY_NAME and k not in ("docs", "batch", "template")
-            and isinstance(v, str | int | float | bool | list | dict)}
-
-
-def _job_meta(spec: CallSpec, resolved: Resolved, prompts: list[str]) -> dict[str, Any]:
-    """What a job keeps to be resumed by id: its settings (never credentials) and, if not huge, its prompts."""
-
-    values = settings_of(spec.values)
-    values.update(handler=resolved.handler.name, model_kwargs=resolved.params)
-    meta: dict[str, Any] = {"handler": resolved.handler.name, "template": spec.template, "values": values}
-    if sum(map(len, prompts)) <= KEPT_PROMPTS:
-        meta["prompts"] = prompts
-    return meta

@@ -15,7 +15,8 @@ import boto3
 import pytest
 from botocore.config import Config
 
-from sm_magic.async_ import AsyncFailed, AsyncRun, AsyncSettings, AsyncTimeout, RequestExpired, S3AccessDenied
+from sm_magic.async_ import AsyncFailed, AsyncSettings, AsyncTimeout, RequestExpired, S3AccessDenied
+from sm_magic.async_run import AsyncRun
 from sm_magic.local import EndpointSpec, Fault, LocalEndpoint, ServerConfig
 from sm_magic.local.backends import INSTALL_HINT, model_available
 from sm_magic.session import Session, SessionSettings
@@ -161,7 +162,7 @@ def test_missing_s3_permission_names_the_bucket_and_the_action(server, moto_serv
     key = iam.create_access_key(UserName="reader")["AccessKey"]
     session = Session(SessionSettings(region="us-east-1", endpoint_url=server.url, control_endpoint_url=server.url,
                                       access_key_id=key["AccessKeyId"], secret_access_key=key["SecretAccessKey"]))
-    from sm_magic.async_ import submit
+    from sm_magic.async_run import submit
 
     def checks_iam(after: bytes) -> None:  # moto checks signatures and IAM policies after this many requests
         request = urllib.request.Request(f"{moto_server}/moto-api/reset-auth", data=after, method="POST",

@@ -15,17 +15,8 @@ from pathlib import Path
 import pytest
 
 from sm_magic import journal as journal_module
-from sm_magic.journal import (
-    MAX_BATCH,
-    MAX_PENDING,
-    CallRecord,
-    Journal,
-    JournalError,
-    Submission,
-    fingerprint,
-    home,
-    session_id,
-)
+from sm_magic.journal import MAX_BATCH, MAX_PENDING, Journal
+from sm_magic.records import CallRecord, JournalError, Submission, fingerprint, home, session_id
 from sm_magic.session import SessionSettings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,7 +33,7 @@ def call(i: int, **changes) -> CallRecord:
 
 def child(script: str, db: Path) -> subprocess.Popen:
     """A Python process running ``script`` with ``db`` and ``Journal`` in scope; its stdout is a pipe."""
-    code = "import sys, time\nfrom sm_magic.journal import Journal, CallRecord\n" + \
+    code = "import sys, time\nfrom sm_magic.journal import Journal\nfrom sm_magic.records import CallRecord\n" + \
         f"db = {str(db)!r}\n" + textwrap.dedent(script)
     return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, cwd=ROOT)
 
@@ -310,7 +301,7 @@ def test_session_id_is_the_kernel_id_in_a_real_kernel(tmp_path: Path) -> None:
     out: list[str] = []
     try:
         kc.wait_for_ready(timeout=60)
-        reply = kc.execute_interactive("from sm_magic.journal import session_id; print(session_id(), end='')",
+        reply = kc.execute_interactive("from sm_magic.records import session_id; print(session_id(), end='')",
                                        output_hook=lambda msg: out.append(msg["content"].get("text", "")),
                                        timeout=60)
         assert reply["content"]["status"] == "ok"

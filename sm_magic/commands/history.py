@@ -23,7 +23,7 @@ def run(ctx: Any, args: Any) -> Any:
         rows = [entry.row() for entry in list(ctx.runner.history)][-args.limit:]
         title = "Calls in this kernel (logging is off: `%sagemaker config log=on` keeps them)"
     else:
-        from sm_magic.journal import session_id
+        from sm_magic.records import session_id
 
         records = journal.history(session=None if args.all else session_id(), endpoint=args.endpoint,
                                   status=args.status, text=args.search, job_id=args.job, limit=args.limit)
@@ -37,7 +37,7 @@ def run(ctx: Any, args: Any) -> Any:
 def _row(record: Any) -> dict[str, Any]:
     import time
 
-    from sm_magic.runner import PROMPT_HEAD, printable
+    from sm_magic.history import PROMPT_HEAD, printable
 
     head = printable((record.template or record.prompt or "")[:PROMPT_HEAD + 1].replace("\n", " "))
     usage = record.usage or {}

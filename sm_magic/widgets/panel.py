@@ -19,11 +19,12 @@ from traitlets import link
 
 from sm_magic.display import Pacer
 from sm_magic.errors import SageMakerError
+from sm_magic.history import printable
 from sm_magic.interpolate import interpolate
 from sm_magic.params import INVOKE, MODEL, QA
 from sm_magic.resolve import CallSpec, local_url
 from sm_magic.result import Result
-from sm_magic.runner import Runner, printable
+from sm_magic.runner import Runner
 from sm_magic.widgets import fields
 
 HISTORY_REDRAW = 0.5  # seconds between history redraws, however many calls complete

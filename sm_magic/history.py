@@ -1,0 +1,52 @@
+"""What the views show of past calls: bounded summaries in memory (the journal keeps everything)."""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from typing import Any
+
+HISTORY_LIMIT = 200  # summaries kept in memory; the journal keeps everything
+PROMPT_HEAD = 80
+KEPT_PROMPT = 4000  # characters of a prompt kept in memory for the panel's Restore
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def printable(text: str) -> str:
+    """Text any frontend can serialize: lone surrogates become U+FFFD."""
+    return _SURROGATE.sub("\ufffd", text) if text and not text.isascii() else text
+
+
+@dataclass
+class HistoryEntry:
+    """A bounded summary of one call (never the whole prompt or answer)."""
+
+    when: float
+    endpoint: str
+    handler: str
+    prompt: str
+    latency: float | None
+    tokens: int | None
+    status: str
+    values: dict[str, Any]
+
+    def row(self) -> dict[str, Any]:
+        head = printable(self.prompt[:PROMPT_HEAD + 1].replace("\n", " "))
+        return {
+            "time": time.strftime("%H:%M:%S", time.localtime(self.when)),
+            "endpoint": self.endpoint, "handler": self.handler,
+            "prompt": head[:PROMPT_HEAD] + ("…" if len(self.prompt) > PROMPT_HEAD else ""),
+            "latency_ms": None if self.latency is None else round(self.latency * 1000),
+            "tokens": self.tokens, "status": self.status,
+        }
+
+
+def settings_of(values: dict[str, Any]) -> dict[str, Any]:
+    """The parameter values worth keeping (history, a job's meta): never the items, documents or namespace."""
+    from sm_magic.params import BY_NAME
+
+    return {k: v for k, v in values.items() if k in BY_NAME and k not in ("docs", "batch", "template")
+            and isinstance(v, str | int | float | bool | list | dict)}
