@@ -154,13 +154,9 @@ def s3_client(session: Session) -> Any:
 
 def async_inference_config(session: Session, endpoint: str) -> dict[str, Any] | None:
     """The endpoint's ``AsyncInferenceConfig`` (DescribeEndpointConfig), or None for a real-time endpoint."""
-    sm = session.sagemaker
-    try:
-        described = sm.describe_endpoint(EndpointName=endpoint)
-        config = sm.describe_endpoint_config(EndpointConfigName=described["EndpointConfigName"])
-    except Exception as e:
-        raise translate(e, endpoint=endpoint, region=session.region) from e
-    return config.get("AsyncInferenceConfig")
+    from sm_magic.endpoints import endpoint_and_config
+
+    return endpoint_and_config(session, endpoint)[1].get("AsyncInferenceConfig")
 
 
 def input_prefix(session: Session, endpoint: str, s3_input: str | None) -> str:

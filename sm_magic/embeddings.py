@@ -27,71 +27,32 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from langchain_core.embeddings import Embeddings
-from pydantic import BaseModel, ConfigDict, PrivateAttr
 
 from sm_magic.calls import invoke
+from sm_magic.endpoint_fields import EndpointFields
 from sm_magic.errors import HandlerError
 from sm_magic.handlers.embeddings import EmbeddingsHandler, embeddings_handler
-from sm_magic.options import InvokeOptions
-from sm_magic.session import Session, SessionSettings
 
 __all__ = ["SagemakerEndpointEmbeddings"]
 
 Progress = Callable[[int, int], None]
 
 
-class SagemakerEndpointEmbeddings(BaseModel, Embeddings):
-    """Embeddings from a SageMaker real-time endpoint (TEI, JumpStart, or any container via a handler)."""
+class SagemakerEndpointEmbeddings(EndpointFields, Embeddings):
+    """Embeddings from a SageMaker real-time endpoint (TEI, JumpStart, or any container via a handler).
 
-    model_config = ConfigDict(arbitrary_types_allowed=True)
+    ``content_handler``: ``"tei-embedding"`` (default), ``"jumpstart-embedding"``, an sm_magic embeddings
+    handler, or a langchain-community ``EmbeddingsContentHandler``; ``model_kwargs`` are extra fields of
+    the request body.
+    """
 
-    endpoint_name: str = ""
-    """The endpoint to call."""
-    region_name: str | None = None
-    """Its AWS region (default: the profile's or the environment's)."""
-    credentials_profile_name: str | None = None
-    """A profile from ~/.aws/credentials or ~/.aws/config."""
-    client: Any = None
-    """A boto3 ``sagemaker-runtime`` client to use instead of making one."""
-    content_handler: Any = None
-    """``"tei-embedding"`` (default), ``"jumpstart-embedding"``, an sm_magic embeddings handler, or a
-    langchain-community ``EmbeddingsContentHandler``."""
-    model_kwargs: dict[str, Any] | None = None
-    """Extra fields for the request body (passed to the handler)."""
-    endpoint_kwargs: dict[str, Any] | None = None
-    """boto3 ``invoke_endpoint`` arguments: ``CustomAttributes``, ``TargetVariant``, ``InferenceComponentName``..."""
     batch_size: int | None = None
     """Texts per request (default: the handler's, 32 for TEI)."""
     max_concurrency: int = 4
     """Requests in flight at once in ``embed_documents``."""
-    endpoint_url: str | None = None
-    """Another runtime URL (a local endpoint, a VPC endpoint)."""
-    role_arn: str | None = None
-    """A role to assume for the calls."""
-    config: Any = None
-    """A botocore ``Config`` merged over sm_magic's (timeouts, retries, pool)."""
-    session: Any = None
-    """An sm_magic ``Session`` instead of the fields above."""
 
-    _session: Session | None = PrivateAttr(default=None)
-    _handler: EmbeddingsHandler | None = PrivateAttr(default=None)
-
-    def sm_session(self) -> Session:
-        """One session (and so one client) per object."""
-        if self._session is None:
-            if self.session is not None:
-                self._session = self.session
-            else:
-                settings = SessionSettings(profile=self.credentials_profile_name, region=self.region_name,
-                                           endpoint_url=self.endpoint_url, role_arn=self.role_arn,
-                                           botocore_config=self.config)
-                self._session = Session(settings, client=self.client)
-        return self._session
-
-    def handler(self) -> EmbeddingsHandler:
-        if self._handler is None:
-            self._handler = embeddings_handler(self.content_handler)
-        return self._handler
+    def make_handler(self, given: Any) -> EmbeddingsHandler:
+        return embeddings_handler(given)
 
     @property
     def identity(self) -> str:
@@ -99,23 +60,20 @@ class SagemakerEndpointEmbeddings(BaseModel, Embeddings):
 
         Vectors from two identities are never mixed (the on-disk index keys on this).
         """
-        settings = self.sm_session().settings
-        parts = {"endpoint": self.endpoint_name, "region": self.sm_session().region, "url": settings.endpoint_url,
-                 "handler": self.handler().name, "endpoint_kwargs": self.endpoint_kwargs or {},
-                 "model_kwargs": self.model_kwargs or {}}
+        target = self.target()
+        parts = {"endpoint": self.endpoint_name, "region": target.session.region,
+                 "url": target.session.settings.endpoint_url, "handler": target.handler.name,
+                 "endpoint_kwargs": self.endpoint_kwargs or {}, "model_kwargs": self.model_kwargs or {}}
         digest = hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
         return f"{self.endpoint_name}:{digest}"
 
-    def _options(self) -> Any:
-        return InvokeOptions.from_boto(self.endpoint_kwargs or {})
-
     def _embed_batch(self, texts: list[str]) -> list[list[float]]:
-        result = invoke(self.sm_session(), self.endpoint_name, texts, self.handler(), dict(self.model_kwargs or {}),
-                        self._options())
+        t = self.target()
+        result = invoke(t.session, self.endpoint_name, texts, t.handler, dict(self.model_kwargs or {}), t.options)
         vectors = result.data
         if not isinstance(vectors, list) or len(vectors) != len(texts):
             got = len(vectors) if isinstance(vectors, list) else 0
-            raise HandlerError(f"sent {len(texts)} texts, got {got} vectors back.", handler=self.handler().name,
+            raise HandlerError(f"sent {len(texts)} texts, got {got} vectors back.", handler=t.handler.name,
                                body=result.body, endpoint=self.endpoint_name)
         return vectors
 
@@ -128,7 +86,7 @@ class SagemakerEndpointEmbeddings(BaseModel, Embeddings):
         texts = list(texts)
         if not texts:
             return []
-        size = chunk_size or self.batch_size or self.handler().batch_size
+        size = chunk_size or self.batch_size or self.target().handler.batch_size
         if size < 1 or self.max_concurrency < 1:
             raise ValueError("batch size and max_concurrency must be at least 1")
         batches = [texts[i:i + size] for i in range(0, len(texts), size)]

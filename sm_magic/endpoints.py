@@ -39,14 +39,20 @@ def list_endpoints(session: Session, name_contains: str = "", details: bool = Tr
         return list(pool.map(lambda item: _describe_row(session, item), items))
 
 
-def describe_endpoint(session: Session, name: str) -> dict[str, Any]:
-    """Status, variants, model, image and detected handler of one endpoint."""
+def endpoint_and_config(session: Session, name: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """DescribeEndpoint and DescribeEndpointConfig of one endpoint, errors translated."""
     sm = session.sagemaker
     try:
         described = sm.describe_endpoint(EndpointName=name)
-        config = sm.describe_endpoint_config(EndpointConfigName=described["EndpointConfigName"])
+        return described, sm.describe_endpoint_config(EndpointConfigName=described["EndpointConfigName"])
     except Exception as e:
         raise translate(e, endpoint=name, region=session.region) from e
+
+
+def describe_endpoint(session: Session, name: str) -> dict[str, Any]:
+    """Status, variants, model, image and detected handler of one endpoint."""
+    sm = session.sagemaker
+    described, config = endpoint_and_config(session, name)
     detection = detect(sm, name)
     variants = ", ".join(
         f"{v['VariantName']} ({v.get('CurrentInstanceCount', '?')} instance(s))"

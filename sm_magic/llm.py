@@ -7,7 +7,6 @@ the seed's code runs with only its imports changed. Errors keep their types (sm_
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 from langchain_core.callbacks import CallbackManagerForLLMRun
@@ -16,82 +15,32 @@ from langchain_core.language_models.llms import LLM
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult, GenerationChunk
 from langchain_core.runnables import Runnable
-from pydantic import BaseModel, ConfigDict, PrivateAttr
+from pydantic import PrivateAttr
 
 from sm_magic.calls import invoke, stream
+from sm_magic.endpoint_fields import EndpointFields, Target
 from sm_magic.errors import SageMakerError, ValidationFailed
 from sm_magic.handlers.base import ContentHandler, LLMContentHandler, adapt
 from sm_magic.handlers.presets import PRESETS
-from sm_magic.options import InvokeOptions
 from sm_magic.result import Result
-from sm_magic.session import Session, SessionSettings
 
 __all__ = ["ChatSagemakerEndpoint", "LLMContentHandler", "SagemakerEndpoint"]
 
 _ROLES = {"human": "user", "ai": "assistant", "system": "system", "tool": "tool"}
 
 
-@dataclass(frozen=True)
-class Target:
-    """What every call of a model object goes through, resolved once: session (so one client), handler, headers."""
+class _EndpointFields(EndpointFields):
+    """The LLM classes' part: streaming and the default preset."""
 
-    session: Session
-    handler: ContentHandler
-    options: Any  # InvokeOptions
-
-
-class _EndpointFields(BaseModel):
-    """Where and how to call: shared by the two models. Read on the first call (then fixed)."""
-
-    model_config = ConfigDict(arbitrary_types_allowed=True)
-
-    endpoint_name: str = ""
-    """The SageMaker endpoint's name."""
-    region_name: str | None = None
-    """AWS region (default: the profile's or the environment's)."""
-    credentials_profile_name: str | None = None
-    """A profile from ~/.aws/config or ~/.aws/credentials."""
-    client: Any = None
-    """A boto3 sagemaker-runtime client to use instead of making one."""
-    content_handler: Any = None
-    """A preset name ("tgi", "lmi"...), an sm_magic ContentHandler or a LangChain LLMContentHandler."""
-    model_kwargs: dict[str, Any] | None = None
-    """Model parameters sent with every call (temperature, max_new_tokens...)."""
-    endpoint_kwargs: dict[str, Any] | None = None
-    """invoke_endpoint parameters (CustomAttributes, TargetVariant, InferenceComponentName...)."""
     streaming: bool = False
     """Stream tokens (invoke returns the joined text; stream yields them)."""
-    inference_component_name: str | None = None
-    """The inference component to call on a multi-component endpoint."""
-    endpoint_url: str | None = None
-    """Runtime URL (a VPC endpoint, or a local endpoint from sm-magic serve)."""
-    role_arn: str | None = None
-    """A role to assume; its credentials refresh before they expire."""
-    config: Any = None
-    """A botocore Config merged over sm_magic's (timeouts, retries, pool)."""
-    session: Any = None
-    """An sm_magic Session, instead of the fields above."""
-
-    _target: Target | None = PrivateAttr(default=None)
 
     default_handler: str = "tgi"
 
-    def target(self) -> Target:
-        """Session, handler and headers, made on the first call and reused (one client per object)."""
-        target = self._target
-        if target is None:
-            session = self.session or Session(
-                SessionSettings(profile=self.credentials_profile_name, region=self.region_name,
-                                endpoint_url=self.endpoint_url, role_arn=self.role_arn, botocore_config=self.config),
-                client=self.client)
-            given = self.content_handler
-            handler = PRESETS[self.default_handler]() if given is None else (
-                PRESETS[given]() if isinstance(given, str) else adapt(given))
-            options = InvokeOptions.from_boto(self.endpoint_kwargs or {})
-            if self.inference_component_name:
-                options.inference_component = self.inference_component_name
-            target = self._target = Target(session, handler, options)
-        return target
+    def make_handler(self, given: Any) -> ContentHandler:
+        if given is None:
+            return PRESETS[self.default_handler]()
+        return PRESETS[given]() if isinstance(given, str) else adapt(given)
 
     def params(self, stop: list[str] | None, kwargs: dict[str, Any]) -> dict[str, Any]:
         params = {**(self.model_kwargs or {}), **kwargs}

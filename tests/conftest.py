@@ -66,33 +66,35 @@ def _no_leftover_faults(request: pytest.FixtureRequest) -> Iterator[None]:
         request.getfixturevalue("local").clear_faults()
 
 
+@contextlib.contextmanager
+def watch_in_flight(server: LocalEndpoint, endpoint: str, hold: float = 0.01) -> Iterator[list[int]]:
+    """``with watch_in_flight(server, "endpoint") as peak:`` → peak[0] is the most calls served at once
+    (each call is held ``hold`` seconds so overlaps show)."""
+    backend = server._endpoints[endpoint].backend
+    original, current, peak, lock = backend.generate, [0], [0], threading.Lock()
+
+    def counting(gen):
+        with lock:
+            current[0] += 1
+            peak[0] = max(peak[0], current[0])
+        try:
+            time.sleep(hold)
+            yield from original(gen)
+        finally:
+            with lock:
+                current[0] -= 1
+
+    backend.generate = counting
+    try:
+        yield peak
+    finally:
+        backend.generate = original
+
+
 @pytest.fixture
 def in_flight(local: LocalEndpoint):
-    """``with in_flight("endpoint") as peak:`` → peak[0] is the most calls the endpoint served at once."""
-
-    @contextlib.contextmanager
-    def watch(endpoint: str) -> Iterator[list[int]]:
-        backend = local._endpoints[endpoint].backend
-        original, current, peak, lock = backend.generate, [0], [0], threading.Lock()
-
-        def counting(gen):
-            with lock:
-                current[0] += 1
-                peak[0] = max(peak[0], current[0])
-            try:
-                time.sleep(0.01)
-                yield from original(gen)
-            finally:
-                with lock:
-                    current[0] -= 1
-
-        backend.generate = counting
-        try:
-            yield peak
-        finally:
-            backend.generate = original
-
-    return watch
+    """``with in_flight("endpoint") as peak:`` on the suite's local endpoint."""
+    return lambda endpoint: watch_in_flight(local, endpoint)
 
 
 @pytest.fixture
@@ -168,3 +170,25 @@ def sm_magic_home(tmp_path_factory, monkeypatch: pytest.MonkeyPatch):
     home = tmp_path_factory.mktemp("sm_magic_home")
     monkeypatch.setenv("SM_MAGIC_HOME", str(home))
     return home
+
+
+def cell(ip, line: str, body: str = "hi"):
+    """Run ``%%sagemaker line`` with ``body``: its value and what it printed."""
+    from IPython.utils.capture import capture_output
+
+    with capture_output() as captured:
+        value = ip.run_cell_magic("sagemaker", line, body)
+    return value, captured
+
+
+def line(ip, text: str):
+    """Run ``%sagemaker text``: its value and what it printed."""
+    from IPython.utils.capture import capture_output
+
+    with capture_output() as captured:
+        value = ip.run_line_magic("sagemaker", text)
+    return value, captured
+
+
+def runner(ip):
+    return ip.user_ns["_sm_magics"].runner

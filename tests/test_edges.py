@@ -7,7 +7,6 @@ import json
 
 import pytest
 from IPython.core.error import UsageError
-from IPython.utils.capture import capture_output
 
 from sm_magic.calls import REALTIME_BODY_LIMIT, build_request, invoke, stream
 from sm_magic.errors import (
@@ -22,28 +21,12 @@ from sm_magic.handlers.registry import Registry
 from sm_magic.local import Fault
 from sm_magic.result import BODY_SHOWN, Result
 from sm_magic.streaming import StreamDecoder
-from tests.conftest import SEED_PROMPT
+from tests.conftest import SEED_PROMPT, cell, line, runner
 
 REGISTRY = Registry()
 TGI, MESSAGES, LMI = REGISTRY.get("tgi"), REGISTRY.get("tgi-messages"), REGISTRY.get("lmi")
 SURROGATE = "abc\udcff\ud800def"
 FULL = "Therefore, Peter stayed with her at the hospital for 3 days without leaving."
-
-
-def cell(ip, line: str, body: str = "hi"):
-    with capture_output() as captured:
-        value = ip.run_cell_magic("sagemaker", line, body)
-    return value, captured
-
-
-def line(ip, text: str):
-    with capture_output() as captured:
-        value = ip.run_line_magic("sagemaker", text)
-    return value, captured
-
-
-def runner(ip):
-    return ip.user_ns["_sm_magics"].runner
 
 
 def one_paragraph(error: SageMakerError) -> str:
@@ -392,9 +375,9 @@ def test_a_lone_surrogate_with_the_panel_open_does_not_break_later_calls(surroga
     labels = [label for label, _ in report["shown"]]
     assert " ok " in labels[0] and "EncodingError" in labels[1] and "abc" in labels[1]
     assert "History:" not in report["panel_status"]
-    for i, cell in enumerate(surrogate_run["cells"]):
+    for i, done in enumerate(surrogate_run["cells"]):
         if i != RESTORE_CELL:
-            assert not [o for o in cell.get("outputs", []) if o.get("output_type") == "error"], SURROGATE_NOTEBOOK[i]
+            assert not [o for o in done.get("outputs", []) if o.get("output_type") == "error"], SURROGATE_NOTEBOOK[i]
 
 
 def test_restoring_a_prompt_with_a_lone_surrogate_from_the_panel_history(surrogate_run):

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
-import time
 from collections.abc import Iterator
 
 import boto3
@@ -23,6 +21,7 @@ from sm_magic.handlers.embeddings import (
 from sm_magic.local import EndpointSpec, LocalEndpoint, ServerConfig
 from sm_magic.local.embedder import EMBEDDING_INSTALL_HINT, embedding_model_available, shared_embedder
 from sm_magic.session import Session
+from tests.conftest import watch_in_flight
 
 
 @pytest.fixture(scope="module")
@@ -67,26 +66,9 @@ def test_embed_documents_reports_progress_and_honours_chunk_size(embed_local, em
 
 
 def test_requests_run_concurrently_up_to_max_concurrency(embed_local, embed_session):
-    backend = embed_local._endpoints["hashing"].backend
-    original, current, peak, lock = backend.generate, [0], [0], threading.Lock()
-
-    def counting(gen):
-        with lock:
-            current[0] += 1
-            peak[0] = max(peak[0], current[0])
-        try:
-            time.sleep(0.05)
-            yield from original(gen)
-        finally:
-            with lock:
-                current[0] -= 1
-
-    backend.generate = counting
-    try:
+    with watch_in_flight(embed_local, "hashing", hold=0.05) as peak:
         SagemakerEndpointEmbeddings(endpoint_name="hashing", session=embed_session, max_concurrency=3,
                                     batch_size=2).embed_documents(TEXTS[:16])
-    finally:
-        backend.generate = original
     assert peak[0] == 3
 
 
@@ -105,7 +87,7 @@ def test_one_client_for_all_calls(embed_session):
     embeddings.embed_documents(TEXTS[:6])
     client = embed_session.runtime
     embeddings.embed_documents(TEXTS[:6])
-    assert embed_session.runtime is client and embeddings.sm_session() is embed_session
+    assert embed_session.runtime is client and embeddings.target().session is embed_session
 
 
 def test_json_template_handler_for_another_container(embed_session):

@@ -19,30 +19,14 @@ from sm_magic.batch import BatchResult
 from sm_magic.errors import ConfigError, EndpointNotFound, ModelError, SageMakerError, StreamError
 from sm_magic.local import Fault
 from sm_magic.result import Result
-from tests.conftest import SEED_CONTEXT, SEED_PROMPT
+from tests.conftest import SEED_CONTEXT, SEED_PROMPT, cell, line, runner
 
 EXPECTED = "Therefore, Peter stayed with her at the hospital for 3 days without leaving."
 QA_CELL = "Use the following pieces of context.\n\n{context}\n\nQuestion: How long was Elizabeth hospitalized?\nAnswer:"
 
 
-def cell(ip, line: str, body: str = "hi"):
-    with capture_output() as captured:
-        value = ip.run_cell_magic("sagemaker", line, body)
-    return value, captured
-
-
-def line(ip, text: str):
-    with capture_output() as captured:
-        value = ip.run_line_magic("sagemaker", text)
-    return value, captured
-
-
 def state(ip):
     return ip.user_ns["_sm_magics"].state
-
-
-def runner(ip):
-    return ip.user_ns["_sm_magics"].runner
 
 
 def markdown(value) -> str:
