@@ -222,8 +222,9 @@ class BatchResult(Sequence[Outcome]):
                 rows.append({"#": i, "status": outcome.status, "answer": _cut(outcome.text, width),
                              "ms": round(outcome.latency * 1000)})
             elif isinstance(outcome, ItemError):
-                rows.append({"#": i, "status": type(outcome.error).__name__,
-                             "answer": _cut(outcome.error.explain(), width), "ms": None})
+                error = outcome.error  # the container's own words first (a ModelError's original message)
+                said = getattr(error, "original_message", "") or error.explain()
+                rows.append({"#": i, "status": type(error).__name__, "answer": _cut(said, width), "ms": None})
             else:
                 rows.append({"#": i, "status": "not run", "answer": "", "ms": None})
         return rows
