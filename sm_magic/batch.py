@@ -326,6 +326,19 @@ class _Run:
                 self.cond.notify()
 
 
+def return_large_frees() -> None:
+    """Large blocks (prompts, bodies) from their own mappings, given back to the system when freed.
+
+    glibc raises its mmap threshold each time it frees a mapped block, after which megabyte prompts
+    live in the heap and a freed batch keeps the kernel's memory; a fixed threshold keeps them mapped.
+    """
+    import ctypes
+    import ctypes.util
+
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to do
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt(-3, 256 * 1024)  # M_MMAP_THRESHOLD
+
+
 def _give_memory_back() -> None:
     """After a large job, return freed heap to the system (glibc keeps it otherwise)."""
     import ctypes

@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
+from sm_magic.batch import return_large_frees
 from sm_magic.errors import ConfigError, SageMakerError, ValidationFailed
 from sm_magic.history import HISTORY_LIMIT, KEPT_PROMPT, HistoryEntry, printable, settings_of
 from sm_magic.jobs import Jobs
@@ -57,6 +58,7 @@ class Runner:
         self._lock = threading.Lock()
         self._journal: Any = None
         self._embeddings: dict[tuple, tuple[Any, Any]] = {}
+        return_large_frees()  # `del answers` gives a large batch's memory back
         self.jobs = Jobs(self)
 
     @property
