@@ -43,6 +43,9 @@ def _server_config(args: argparse.Namespace) -> ServerConfig:
     try:
         if args.endpoint or not config.endpoints:  # --endpoint adds to the file's endpoints (a name replaces)
             given = [EndpointSpec.parse(e, backend) for e in (args.endpoint or DEFAULT_ENDPOINTS)]
+            for spec in given:  # embedding endpoints: the embedding model if installed (or hashing on request)
+                if getattr(CONTAINERS[spec.format], "embeds", False):
+                    spec.backend = "deterministic" if args.backend == "deterministic" else "auto"
             names = {spec.name for spec in given}
             config.endpoints = [spec for spec in config.endpoints if spec.name not in names] + given
     except ValueError as e:
