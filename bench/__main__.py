@@ -71,7 +71,7 @@ def note(server: object) -> str:
 
 
 def measure(quick: bool) -> str:
-    from bench import journal, scale, startup
+    from bench import journal, qa_modes, scale, startup
     from bench import measure as m
 
     home = os.environ["SM_MAGIC_HOME"] = tempfile.mkdtemp(prefix="bench-home-")  # this run's journal only
@@ -95,6 +95,7 @@ def measure(quick: bool) -> str:
         rows += m.batch(server, 16 if quick else 200, 4 if quick else 16)
         rows += m.streaming(server, 50 if quick else 2000)
         rows += m.document_qa(server, 10 if quick else 200)
+        rows += qa_modes.rows(server, 100_000 if quick else 2_000_000)
         rows += m.local_endpoint(server, repeat)
         rows += m.memory(server)
         rows += journal.rows(server, quick)

@@ -15,13 +15,11 @@ def retrieve(plan: Plan, question: str, template: str, embeddings: Any, index: A
     """Fill a ``retrieve`` plan: embed what the index lacks, find the best ``plan.k`` chunks, build the prompt."""
     from tqdm.auto import tqdm
 
-    with tqdm(total=len(plan.chunks), desc="embed", disable=not progress, leave=False) as bar:
-
-        def embed(texts: list[str]) -> list[list[float]]:
-            bar.total = len(texts)
+    def embed(texts: list[str]) -> list[list[float]]:  # only what the index lacks
+        with tqdm(total=len(texts), desc="embed", disable=not progress, leave=False) as bar:
             return embeddings.embed_documents(texts, progress=lambda done, total: bar.update(done - bar.n))
 
-        stats = index.embed_missing(plan.chunks, embed)
+    stats = index.embed_missing(plan.chunks, embed)
     plan.hits = index.search(embeddings.embed_query(question), plan.k, among=plan.chunks)
     plan.embedded = (f"{stats.embedded} chunks embedded, {stats.cached} already in the index "
                      f"({embeddings.endpoint_name})")
