@@ -21,8 +21,9 @@ COMMANDS: dict[str, str] = {
     "handlers": "List content handlers, register your own, define one from a JSON template, or detect one.",
     "alias": "Save, list or remove endpoint aliases (a name plus region, handler and parameters) in a file.",
     "history": "Show calls from the journal (this kernel's, or --all); filter them; `history VAR` stores them.",
-    "jobs": "List batches and QA map steps with how many items finished, failed or are left.",
-    "resume": "Finish a batch a dead kernel left: load its finished items from the journal, call only the rest.",
+    "jobs": "List batches, QA map steps and async jobs with how many items finished, failed or are left.",
+    "resume": "Finish a job a dead kernel left: finished items come from the journal, async answers from S3; "
+              "only the rest is called.",
     "config": "Show every setting with where it comes from; `config key=value` changes one.",
     "chat": "Show or reset the conversation kept for --chat cells.",
     "retry": "Re-run the failed and never-run items of a batch stored in VAR.",

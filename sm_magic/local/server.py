@@ -137,12 +137,15 @@ class LocalEndpoint:
     @property
     def env(self) -> dict[str, str]:
         """Environment variables that point boto3 (and the aws CLI) at this endpoint."""
-        return {
+        env = {
             "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": self.url,
             "AWS_ENDPOINT_URL_SAGEMAKER": self.url,
             "AWS_ENDPOINT_URL_STS": self.url,
             "AWS_DEFAULT_REGION": self.config.region,
         }
+        if self.config.s3_endpoint_url:  # async endpoints: where requests and answers live
+            env["AWS_ENDPOINT_URL_S3"] = self.config.s3_endpoint_url
+        return env
 
     def add_endpoint(self, spec: EndpointSpec) -> None:
         self._endpoints[spec.name] = ServedEndpoint(spec)
