@@ -3,9 +3,8 @@
 Writing is cheap for the caller: :meth:`Journal.record_call` turns the record into a row and puts it
 on a queue; one writer thread per journal (per process) drains the queue and commits what has arrived
 in one transaction (group commit; it waits :data:`COMMIT_DELAY` after the first row so that rows
-finishing together share a commit). Measured on 2 cores: ~7 µs in the caller, ~18-28 µs of CPU per call
-with the writer's share. One connection per thread committing each call was measured too: 44-78 µs
-per call, since the file's write lock serialises the threads (bench/journal.py compares them).
+finishing together share a commit): ~7 µs in the caller, ~18-28 µs of CPU with the writer's share; one
+connection per thread committing each call costs 44-78 µs (bench/journal.py compares them).
 
 Durability: with ``synchronous=NORMAL`` in WAL mode a committed row survives the process being
 killed (not a power cut). A ``kill -9`` loses only the calls recorded since the last commit: in time,
@@ -14,9 +13,8 @@ in count, at most :data:`MAX_PENDING` queued + :data:`MAX_BATCH` being written. 
 returns once everything recorded before it is committed. Reads flush first, so a process always sees
 its own calls. Several processes (kernels) share the file; SQLite's busy timeout orders their commits.
 
-Text search uses ``LIKE`` (substring, ASCII case-insensitive): 23 ms over 100,000 calls here. FTS5 is
-available in this sqlite but would cost ~20 µs more per call (2.5× the write) and only matches words,
-so it does not earn its place.
+Text search uses ``LIKE`` (23 ms over 100,000 calls); FTS5 would cost ~20 µs more per call and only
+matches words.
 
 Secrets: the record types hold explicit fields only (prompt, parameters, invoke options, usage...);
 parameters, options and usage must be plain mappings, so a settings, session or credentials object is
@@ -39,7 +37,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sm_magic.records import CallRecord, JobInfo, JournalError, Submission, home, session_id
+from sm_magic.records import (
+    CallRecord,
+    JobInfo,
+    JournalError,
+    Submission,
+    call_from_row,
+    home,
+    job_from_row,
+    session_id,
+)
 
 FILENAME = "journal.sqlite3"
 STATUSES = frozenset({"ok", "error", "interrupted", "truncated", "partial"})
@@ -339,25 +346,25 @@ class Journal:
             args += [pattern, pattern]
         sql = "SELECT * FROM calls" + (" WHERE " + " AND ".join(where) if where else "")
         rows = self._read(sql + " ORDER BY id DESC LIMIT ?", (*args, int(limit)))
-        return [_call(row) for row in rows]
+        return [call_from_row(row, JSON_COLUMNS) for row in rows]
 
     def find_job(self, fingerprint: str) -> JobInfo | None:
         """The latest job with this fingerprint (any kernel), or None."""
         rows = self._read(_JOBS + " WHERE fingerprint = ? ORDER BY id DESC LIMIT 1", (fingerprint,))
-        return _job(rows[0]) if rows else None
+        return job_from_row(rows[0]) if rows else None
 
     def job(self, job_id: int) -> JobInfo | None:
         rows = self._read(_JOBS + " WHERE id = ?", (job_id,))
-        return _job(rows[0]) if rows else None
+        return job_from_row(rows[0]) if rows else None
 
     def jobs(self, limit: int = 20) -> list[JobInfo]:
         """Jobs, newest first, with their done/failed counts."""
-        return [_job(row) for row in self._read(_JOBS + " ORDER BY id DESC LIMIT ?", (int(limit),))]
+        return [job_from_row(row) for row in self._read(_JOBS + " ORDER BY id DESC LIMIT ?", (int(limit),))]
 
     def finished_items(self, job_id: int) -> dict[int, CallRecord]:
         """Item index → its latest ok call, for the items of a job that have one."""
         rows = self._read("SELECT * FROM calls WHERE job_id = ? AND status = 'ok' ORDER BY id", (job_id,))
-        return {row["item"]: _call(row) for row in rows}
+        return {row["item"]: call_from_row(row, JSON_COLUMNS) for row in rows}
 
     def submissions(self, job_id: int) -> dict[int, Submission]:
         """Item index → where its async answer will appear."""
@@ -391,18 +398,3 @@ FROM jobs"""
 def _clean(row: tuple) -> tuple:
     fix = lambda v: v.encode("utf-8", "surrogatepass").decode("utf-8", "replace")  # noqa: E731
     return tuple(fix(v) if isinstance(v, str) else v for v in row)
-
-
-def _call(row: sqlite3.Row) -> CallRecord:
-    values = dict(row)
-    for name in JSON_COLUMNS:
-        if values[name] is not None:
-            values[name] = json.loads(values[name])
-    return CallRecord(**values)
-
-
-def _job(row: sqlite3.Row) -> JobInfo:
-    values = dict(row)
-    values["meta"] = json.loads(values["meta"] or "{}")
-    return JobInfo(**values)
-

@@ -147,3 +147,17 @@ class Submission:
     failure_location: str | None = None
 
 
+def call_from_row(row: Any, json_columns: tuple[str, ...]) -> CallRecord:
+    """A journal row (sqlite3.Row) as a CallRecord, its JSON columns parsed."""
+    values = dict(row)
+    for name in json_columns:
+        if values[name] is not None:
+            values[name] = json.loads(values[name])
+    return CallRecord(**values)
+
+
+def job_from_row(row: Any) -> JobInfo:
+    """A jobs row (with its done/failed counts) as a JobInfo."""
+    values = dict(row)
+    values["meta"] = json.loads(values["meta"] or "{}")
+    return JobInfo(**values)
