@@ -20,7 +20,7 @@ from IPython import get_ipython
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class, no_var_expand
 
-from sm_magic.errors import SageMakerError
+from sm_magic.errors import EncodingError, SageMakerError
 from sm_magic.params import PARAMS, SECTIONS
 
 _TARGET = re.compile(r"^\s*([A-Za-z_]\w*)\s*<<\s*(.*)$")
@@ -206,7 +206,7 @@ class SageMakerMagics(Magics):
         try:
             result = self.runner.run(CallSpec(prompt, values, template), live)
         except SageMakerError as e:
-            if type(e).__name__ == "EncodingError" and e.where == "prompt":
+            if isinstance(e, EncodingError) and e.where == "prompt":
                 _name_the_variable(e, template, namespace)
             partial = getattr(e, "result", None)
             if partial is not None and partial.text:  # keep what arrived (if anything did), then stop "Run all"
