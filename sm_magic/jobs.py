@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from sm_magic.runner import Runner
 
 
+DURABLE_AFTER = 0.01  # seconds: job items slower than this are committed before their worker moves on
 KEPT_PROMPTS = 20_000_000  # characters of a batch's prompts kept with its job, so `resume JOB` needs no cell
 
 
@@ -56,7 +57,9 @@ class Jobs:
                     options=shown_options, usage=result.usage if result else None,
                     latency=result.latency if result else None, error_class=type(error).__name__ if error else None,
                     error_message=error.explain() if error else None, job_id=job_id or None,
-                    item=index if job_id else None, time=started))
+                    item=index if job_id else None, time=started),
+                    # a slow (costly) item waits for its row's commit, so a kill -9 never makes it run twice
+                    durable=bool(job_id and result and result.latency >= DURABLE_AFTER))
             if error is not None:
                 raise error
             assert result is not None

@@ -188,8 +188,9 @@ class Journal:
                                         "moved aside (a new one is made).") from e
 
     # -- writing -------------------------------------------------------------------------------
-    def record_call(self, record: CallRecord) -> None:
+    def record_call(self, record: CallRecord, durable: bool = False) -> None:
         """Queue a finished call; it is committed within milliseconds (see the module docstring).
+        ``durable``: return only once it is committed (a job's slow item: a kill -9 never loses it).
 
         Raises JournalError only if the file cannot be opened; later write failures are counted in
         ``dropped`` and reported by :meth:`flush`.
@@ -203,6 +204,9 @@ class Journal:
                record.template, _json(record.params, "params"), _json(record.options, "options"), record.answer,
                _json(record.usage, "usage"), record.latency, record.first_token, record.status,
                record.error_class, record.error_message, record.job_id, record.item)
+        if durable:
+            self._submit(INSERT_CALL, row)
+            return
         if self._writer is None or self._pid != os.getpid():
             self._start()
         self._queue.put(row)

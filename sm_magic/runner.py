@@ -217,9 +217,9 @@ class Runner:
             job_id=job[0] if job else None, item=job[1] if job else None, template=spec.template, time=started)
         self.write_record(record)
 
-    def write_record(self, record: Any) -> None:
+    def write_record(self, record: Any, durable: bool = False) -> None:
         try:
-            self.journal.record_call(record)
+            self.journal.record_call(record, durable)
         except SageMakerError as e:  # the journal must never cost an answer: say so once, stop logging
             self.state.log = False
             import warnings
