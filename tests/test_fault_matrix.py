@@ -183,3 +183,45 @@ def test_fault_matrix_stream_truncated_without_end_marker(matrix_endpoint, path)
     assert "".join(s) == "Peter stayed with"
     assert s.result.truncated and s.result.status == "truncated" and not s.result.interrupted
     assert invoke(make_session(server, CASES[0]), "m-tgi", "again", REGISTRY.get("tgi")).text == "You said: again"
+
+
+def test_fault_matrix_qa_with_most_map_calls_failing(ip, local):
+    from tests.test_qa import corpus
+
+    ip.user_ns["memos"] = corpus(40)
+    line = "faulty --handler tgi --docs memos --mode map-reduce --context-tokens 1024 --concurrency 4"
+    local.inject("faulty", Fault("model-error", times=30))
+    with pytest.raises(PartialAnswer) as info:  # never a confident answer from a quarter of the chunks
+        ip.run_cell_magic("sagemaker", line, "Where did the archive move?")
+    assert "30 of 40 document chunks failed" in info.value.explain()
+    local.inject("faulty", Fault("model-error", times=5))
+    result = ip.run_cell_magic("sagemaker", f"{line} --allow-partial", "Where did the archive move?")
+    assert result.partial and "partial" in result.footer() and len(result.data["map_failures"]) == 5
+
+
+def test_fault_matrix_qa_interrupted(ip, local):
+    import os
+    import signal
+    import threading
+    import time
+
+    from tests.test_qa import corpus
+
+    ip.user_ns["memos"] = corpus(40)
+    line = "slow --handler tgi --docs memos --mode map-reduce --context-tokens 1024 --concurrency 2"
+    before = local.calls["slow"]
+
+    def interrupt_after_some_calls() -> None:
+        while local.calls["slow"] - before < 6:
+            time.sleep(0.01)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=interrupt_after_some_calls, daemon=True).start()
+    with pytest.raises(KeyboardInterrupt):  # Ctrl-C stops the cell: no reduce over what finished
+        ip.run_cell_magic("sagemaker", line, "Where did the archive move?")
+    time.sleep(0.2)  # the calls in flight finish (and are journaled)
+    first = local.calls["slow"] - before
+    assert first < 40
+    result = ip.run_cell_magic("sagemaker", line, "Where did the archive move?")
+    second = local.calls["slow"] - before - first
+    assert "north wing" in result.text and second <= 40 - first + 2 + 1  # the rest (+ in flight) and the reduce
