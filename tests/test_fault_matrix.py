@@ -57,7 +57,7 @@ CASES = [
          attempts=2),
     Case("424-model-error", ModelError, "CUDA out of memory",
          Fault("model-error", times=-1, status=500, message="CUDA out of memory")),
-    Case("read-timeout", ReadTimeout, "read timeout", Fault("latency", times=-1, seconds=1.0), read_timeout=0.3),
+    Case("read-timeout", ReadTimeout, "read timeout", Fault("latency", times=-1, seconds=2.0), read_timeout=0.8),
     Case("connection-reset", ConnectionFailed, "closed the connection", Fault("reset", times=-1), attempts=2),
     Case("mid-stream-model-stream-error", StreamError, "ModelStreamError",
          Fault("stream-error", times=-1, after_parts=3), stream_only=True, endpoint="m-lmi"),

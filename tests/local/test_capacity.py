@@ -65,6 +65,7 @@ def test_calls_beyond_max_concurrency_are_throttled_until_one_finishes(limited):
         thread.join()
     assert len(answers) == 2
     client.invoke_endpoint(EndpointName="two", Body=BODY)  # capacity is free again
+    wait_for(lambda: stats(limited.url)["endpoints"]["two"]["in_flight"] == 0)  # counted down after the answer
     counts = stats(limited.url)["endpoints"]["two"]
     assert counts["calls"] == 4 and counts["errors"] == {"ThrottlingException": 1} and counts["in_flight"] == 0
 
