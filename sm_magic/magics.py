@@ -232,7 +232,9 @@ class SageMakerMagics(Magics):
                 live.finish(result)
         self._keep(result, target)
         if isinstance(result, Plan | BatchPlan):  # a dry run of QA or a batch
-            return Preformatted(result.describe(), title="Dry run: nothing sent")
+            title = "Dry run: nothing sent" if getattr(result, "mode", "") != "retrieve" else \
+                "Dry run: nothing sent to the LLM (the embeddings endpoint embedded what the index lacked)"
+            return Preformatted(result.describe(), title=title)
         return None if isinstance(result, Result) and result.streamed else result
 
     # -- line ----------------------------------------------------------------------------------------
