@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from sm_magic.errors import ConfigError, SageMakerError
 from sm_magic.history import KEPT_PROMPT, HistoryEntry, printable, settings_of
+from sm_magic.journal import COMMIT_DELAY
 from sm_magic.resolve import CallSpec, Resolved
 from sm_magic.result import Result
 
@@ -21,7 +22,7 @@ if TYPE_CHECKING:
     from sm_magic.runner import Runner
 
 
-DURABLE_AFTER = 0.01  # seconds: job items slower than this are committed before their worker moves on
+DURABLE_AFTER = COMMIT_DELAY  # job items slower than the journal's group commit wait for their own commit
 KEPT_PROMPTS = 20_000_000  # characters of a batch's prompts kept with its job, so `resume JOB` needs no cell
 
 
@@ -35,14 +36,13 @@ class Jobs:
         """Calls for the items of a job: the same resolution, the session sized for the pool, each
         journaled with the job and its index as it completes."""
         from sm_magic.calls import invoke
-        from sm_magic.records import CallRecord
 
         session, endpoint, handler, params, options = (resolved.session, resolved.endpoint, resolved.handler,
                                                        resolved.params, resolved.options)
-        shown_options, region = options.set(), session.settings.region
-        journal = self.runner.state.log
+        record = self._recorder(resolved, job_id)
 
         def ask(index: int, prompt: str) -> Result:  # per item: the call and one journal row, nothing else
+            nonlocal record
             started = time.time()
             error: SageMakerError | None = None
             result: Result | None = None
@@ -50,16 +50,17 @@ class Jobs:
                 result = invoke(session, endpoint, prompt, handler, params, options)
             except SageMakerError as e:
                 error = e
-            if journal:
-                self.runner.write_record(CallRecord(
-                    endpoint, printable(prompt), status=result.status if result else "error",
-                    answer=result.text if result else None, handler=handler.name, region=region, params=params,
-                    options=shown_options, usage=result.usage if result else None,
-                    latency=result.latency if result else None, error_class=type(error).__name__ if error else None,
-                    error_message=error.explain() if error else None, job_id=job_id or None,
-                    item=index if job_id else None, time=started),
-                    # a slow (costly) item waits for its row's commit, so a kill -9 never makes it run twice
-                    durable=bool(job_id and result and result.latency >= DURABLE_AFTER))
+            if record is not None:
+                try:
+                    record(printable(prompt), result.status if result else "error", result.text if result else None,
+                           result.usage if result else None, result.latency if result else None,
+                           type(error).__name__ if error else None, error.explain() if error else None,
+                           index if job_id else None, started,
+                           # a slow (costly) item waits for its row's commit, so a kill -9 never runs it twice
+                           durable=bool(job_id and result and result.latency >= DURABLE_AFTER))
+                except SageMakerError as e:
+                    record = None
+                    self.runner.journal_failed(e)
             if error is not None:
                 raise error
             assert result is not None
@@ -68,6 +69,19 @@ class Jobs:
             return result
 
         return ask
+
+    def _recorder(self, resolved: Resolved, job_id: int) -> Callable[..., None] | None:
+        """The journal's row writer for a job's items (None when the journal is off or cannot be opened)."""
+        if not self.runner.state.log:
+            return None
+        try:
+            journal = self.runner.journal
+        except SageMakerError as e:
+            self.runner.journal_failed(e)
+            return None
+        return journal.recorder(resolved.endpoint, handler=resolved.handler.name,
+                                region=resolved.session.settings.region, params=resolved.params,
+                                options=resolved.options.set(), job_id=job_id or None)
 
     def run(self, kind: str, spec: CallSpec, resolved: Resolved, prompts: list[str], workers: int,
              resume: bool, label: str, progress: bool = True) -> Any:

@@ -1,17 +1,20 @@
 """The call journal: every call, every job and its items, in one SQLite file (WAL) under the sm_magic home.
 
-Writing is cheap for the caller: :meth:`Journal.record_call` turns the record into a row and puts it
-on a queue; one writer thread per journal (per process) drains the queue and commits what has arrived
-in one transaction (group commit; it waits :data:`COMMIT_DELAY` after the first row so that rows
-finishing together share a commit): ~7 µs in the caller, ~18-28 µs of CPU with the writer's share; one
-connection per thread committing each call costs 44-78 µs (bench/journal.py compares them).
+Writing is cheap for the caller: :meth:`Journal.record_call` (one call) or a job's
+:meth:`Journal.recorder` (its items) turns the call into a row and appends it to a queue; one writer
+thread per journal (per process) drains the queue and commits what has arrived in one transaction
+(group commit). A single call is written at once; a job's rows wait up to :data:`COMMIT_DELAY` so
+that they share a transaction and the writer wakes a few dozen times a second, not once per item
+(a durable row, a job's start and :meth:`Journal.flush` end the wait). bench/journal.py compares
+designs.
 
 Durability: with ``synchronous=NORMAL`` in WAL mode a committed row survives the process being
-killed (not a power cut). A ``kill -9`` loses only the calls recorded since the last commit: in time,
-:data:`COMMIT_DELAY` plus one commit (a few milliseconds; bench/journal.py measures it under load);
-in count, at most :data:`MAX_PENDING` queued + :data:`MAX_BATCH` being written. :meth:`Journal.flush`
-returns once everything recorded before it is committed. Reads flush first, so a process always sees
-its own calls. Several processes (kernels) share the file; SQLite's busy timeout orders their commits.
+killed (not a power cut). A ``kill -9`` loses only the plain rows recorded since the last commit:
+in time, :data:`COMMIT_DELAY` plus one commit; in count, at most :data:`MAX_PENDING` queued +
+:data:`MAX_BATCH` being written. ``durable=True`` returns once the row is committed (a job's slow
+item: it is never called twice). :meth:`Journal.flush` returns once everything recorded before it
+is committed. Reads flush first, so a process always sees its own calls. Several processes (kernels)
+share the file; SQLite's busy timeout orders their commits.
 
 Text search uses ``LIKE`` (23 ms over 100,000 calls); FTS5 would cost ~20 µs more per call and only
 matches words.
@@ -27,13 +30,11 @@ from __future__ import annotations
 import atexit
 import json
 import os
-import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Mapping
-from concurrent.futures import Future
-from dataclasses import dataclass, field
+from collections import deque
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -51,9 +52,9 @@ from sm_magic.records import (
 FILENAME = "journal.sqlite3"
 STATUSES = frozenset({"ok", "error", "interrupted", "truncated", "partial"})
 JOB_KINDS = frozenset({"batch", "qa-map", "async"})
-MAX_PENDING = 1000  # rows queued before record_call waits for the writer
+MAX_PENDING = 2000  # rows queued before record_call waits for the writer
 MAX_BATCH = 1000  # rows per transaction
-COMMIT_DELAY = 0.002  # seconds the writer waits after the first row for others to join its transaction
+COMMIT_DELAY = 0.02  # seconds a plain row waits for others to join its transaction
 BUSY_TIMEOUT = 10.0  # seconds another process may hold the write lock
 SCHEMA_VERSION = 1
 
@@ -80,14 +81,26 @@ INSERT_CALL = f"INSERT INTO calls ({', '.join(CALL_COLUMNS)}) VALUES ({', '.join
 JSON_COLUMNS = ("params", "options", "usage")
 
 
-@dataclass
 class _Op:
-    """A statement the writer runs in order with the calls around it; ``future`` gets its lastrowid."""
+    """A statement the writer runs in order with the calls around it (None: only wait for the commit);
+    :meth:`wait` returns its lastrowid once committed. A bare lock is the cheapest wait there is."""
 
-    sql: str | None
-    args: tuple = ()
-    future: Future = field(default_factory=Future)
-    result: Any = None
+    __slots__ = ("_done", "args", "error", "result", "sql")
+
+    def __init__(self, sql: str | None, args: tuple = ()):
+        self.sql, self.args, self.result, self.error = sql, args, None, None
+        self._done = threading.Lock()
+        self._done.acquire()
+
+    def finish(self, error: BaseException | None = None) -> None:
+        self.error = error
+        self._done.release()
+
+    def wait(self) -> Any:
+        self._done.acquire()
+        if self.error is not None:
+            raise self.error
+        return self.result
 
 
 _STOP = object()
@@ -114,13 +127,20 @@ class Journal:
         self.enabled = enabled
         self.dropped = 0  # calls that could not be written
         self.last_error: BaseException | None = None
-        self._queue: queue.Queue = queue.Queue(MAX_PENDING)
         self._writer: threading.Thread | None = None
+        self._init_queue()
         self._reader: sqlite3.Connection | None = None
         self._lock = threading.Lock()
         self._read_lock = threading.Lock()
         self._reported = 0
         self._pid = os.getpid()
+
+    def _init_queue(self) -> None:
+        self._pending: deque = deque()  # rows (tuples) and _Ops, in order; the writer takes from the left
+        self._wake = threading.Event()  # the writer waits on it
+        self._idle = False  # the writer waits for a first row: a plain row wakes it
+        self._rush = False  # something queued must be written now (a durable row, a job, a flush)
+        self._room = threading.Condition(threading.Lock())  # producers wait here above MAX_PENDING
 
     def __repr__(self) -> str:
         return f"<Journal {self.path}{'' if self.enabled else ' (off)'}>"
@@ -157,7 +177,8 @@ class Journal:
     def _after_fork(self) -> None:
         """In a forked child the parent's writer thread and connections are not ours: start afresh."""
         if self._pid != os.getpid():
-            self._writer, self._reader, self._queue = None, None, queue.Queue(MAX_PENDING)
+            self._writer, self._reader = None, None
+            self._init_queue()
             self._lock, self._read_lock = threading.Lock(), threading.Lock()
             self._pid = os.getpid()
 
@@ -189,7 +210,7 @@ class Journal:
 
     # -- writing -------------------------------------------------------------------------------
     def record_call(self, record: CallRecord, durable: bool = False) -> None:
-        """Queue a finished call; it is committed within milliseconds (see the module docstring).
+        """Queue a finished call; the writer commits it at once, in the background.
         ``durable``: return only once it is committed (a job's slow item: a kill -9 never loses it).
 
         Raises JournalError only if the file cannot be opened; later write failures are counted in
@@ -204,19 +225,53 @@ class Journal:
                record.template, _json(record.params, "params"), _json(record.options, "options"), record.answer,
                _json(record.usage, "usage"), record.latency, record.first_token, record.status,
                record.error_class, record.error_message, record.job_id, record.item)
+        self._put(row, rush=True)  # one call at a time: written at once (a job's items use recorder())
         if durable:
-            self._submit(INSERT_CALL, row)
-            return
+            self.flush()
+
+    def recorder(self, endpoint: str, *, handler: str | None = None, region: str | None = None,
+                 params: Mapping[str, Any] | None = None, options: Mapping[str, Any] | None = None,
+                 template: str | None = None, job_id: int | None = None) -> Callable[..., None]:
+        """``record(prompt, status, answer, usage, latency, error_class, error_message, item, started,
+        durable=False)`` for many calls that share everything else (a job's items): what they share is
+        encoded once, so a row costs the caller a tuple and an append."""
+        if not self.enabled:
+            return lambda *args, **kwargs: None
+        session, shared = session_id(), (_json(params, "params"), _json(options, "options"))
+
+        def record(prompt: str, status: str, answer: str | None, usage: Mapping[str, Any] | None,
+                   latency: float | None, error_class: str | None, error_message: str | None, item: int | None,
+                   started: float, durable: bool = False) -> None:
+            if status not in STATUSES:
+                raise ValueError(f"status {status!r} is not one of {sorted(STATUSES)}")
+            self._put((started, session, endpoint, region, handler, prompt, template, *shared, answer,
+                       _json(usage, "usage"), latency, None, status, error_class, error_message, job_id, item))
+            if durable:
+                self.flush()
+
+        return record
+
+    def _put(self, item: Any, rush: bool = False) -> None:
+        """Queue a row or an op; ``rush``: the writer writes it now instead of waiting for others."""
         if self._writer is None or self._pid != os.getpid():
             self._start()
-        self._queue.put(row)
+        self._pending.append(item)
+        if rush:
+            self._rush = True
+            self._wake.set()
+        elif self._idle:
+            self._wake.set()
+        if len(self._pending) > MAX_PENDING:  # the writer is behind (a slow disk): wait for it
+            self._rush = True
+            self._wake.set()
+            with self._room:
+                while len(self._pending) > MAX_PENDING and self._writer is not None and self._writer.is_alive():
+                    self._room.wait(0.05)
 
     def _submit(self, sql: str | None, args: tuple = ()) -> Any:
-        if self._writer is None or self._pid != os.getpid():
-            self._start()
         op = _Op(sql, args)
-        self._queue.put(op)
-        return op.future.result()
+        self._put(op, rush=True)
+        return op.wait()
 
     def start_job(self, kind: str, endpoint: str | None, fingerprint: str | None, total: int | None,
                   meta: Mapping[str, Any] | None = None) -> int:
@@ -239,10 +294,8 @@ class Journal:
         """Remember where an async item's answer will appear (written with the calls, in order)."""
         if not self.enabled:
             return
-        if self._writer is None or self._pid != os.getpid():
-            self._start()
         s = submission
-        self._queue.put(_Op("INSERT OR REPLACE INTO submissions VALUES (?, ?, ?, ?, ?, ?)",
+        self._put(_Op("INSERT OR REPLACE INTO submissions VALUES (?, ?, ?, ?, ?, ?)",
                             (s.job_id, s.item, s.time, s.inference_id, s.output_location, s.failure_location)))
 
     def flush(self) -> None:
@@ -258,15 +311,17 @@ class Journal:
     def _sync(self) -> None:
         if self._writer is not None and self._writer.is_alive():
             op = _Op(None)
-            self._queue.put(op)
-            op.future.result()
+            self._put(op, rush=True)
+            op.wait()
 
     def close(self) -> None:
         """Commit what is queued and close the file. The journal reopens if used again."""
         with self._lock:
             writer, self._writer = self._writer, None
         if writer is not None and writer.is_alive():
-            self._queue.put(_STOP)
+            self._pending.append(_STOP)
+            self._rush = True
+            self._wake.set()
             writer.join()
         with self._read_lock:
             if self._reader is not None:
@@ -275,18 +330,27 @@ class Journal:
         atexit.unregister(self.close)
 
     def _run(self, conn: sqlite3.Connection) -> None:
+        """The writer: wait for a first row, give others :data:`COMMIT_DELAY` to join it (unless something
+        is in a rush), write what is queued in one transaction; again."""
+        pending, wake = self._pending, self._wake
         try:
             while True:
-                batch = [self._queue.get()]
-                if COMMIT_DELAY and not isinstance(batch[0], _Op):  # flush() and jobs do not wait
-                    time.sleep(COMMIT_DELAY)
-                while len(batch) < MAX_BATCH:
-                    try:
-                        batch.append(self._queue.get_nowait())
-                    except queue.Empty:
-                        break
+                self._idle = True
+                if not pending:
+                    wake.wait()
+                self._idle = False
+                wake.clear()
+                if not self._rush:
+                    wake.wait(COMMIT_DELAY)
+                self._rush = False
+                wake.clear()
+                batch = [pending.popleft() for _ in range(min(len(pending), MAX_BATCH))]
+                self._rush = self._rush or len(pending) >= MAX_BATCH  # behind: no waiting for the next one
                 stop = any(item is _STOP for item in batch)
-                self._write(conn, [item for item in batch if item is not _STOP])
+                if batch:
+                    self._write(conn, [item for item in batch if item is not _STOP])
+                with self._room:
+                    self._room.notify_all()
                 if stop:
                     return
         finally:
@@ -313,10 +377,10 @@ class Journal:
             self.last_error = e
             error = JournalError(f"The journal {self.path} could not be written ({e}).")
             for op in ops:
-                op.future.set_result(None) if op.sql is None else op.future.set_exception(error)
+                op.finish(None if op.sql is None else error)
             return
         for op in ops:
-            op.future.set_result(op.result)
+            op.finish()
 
     def _execute(self, conn: sqlite3.Connection, batch: list) -> None:
         """Consecutive calls go in one executemany; other statements run in their place."""

@@ -9,6 +9,7 @@ a journal is attached, a row on disk.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 import weakref
@@ -57,6 +58,7 @@ class Runner:
         self.listeners: list[Callable[[HistoryEntry], None]] = []
         self._lock = threading.Lock()
         self._journal: Any = None
+        self._journal_key: tuple = ()
         self._embeddings: dict[tuple, tuple[Any, Any]] = {}
         return_large_frees()  # `del answers` gives a large batch's memory back
         self.jobs = Jobs(self)
@@ -79,14 +81,18 @@ class Runner:
         from sm_magic.journal import FILENAME, Journal
         from sm_magic.records import home
 
+        key = (self.state.home, os.environ.get("SM_MAGIC_HOME"), bool(self.state.log))
+        current = self._journal
+        if current is not None and self._journal_key == key:
+            return current
         path = (Path(self.state.home).expanduser() if self.state.home else home()) / FILENAME
-        enabled = bool(self.state.log)
         with self._lock:
             current = self._journal
-            if current is None or current.path != path or current.enabled != enabled:
+            if current is None or current.path != path or current.enabled != key[2]:
                 if current is not None:
                     current.close()
-                self._journal = Journal(path, enabled=enabled)
+                self._journal = Journal(path, enabled=key[2])
+            self._journal_key = key
             return self._journal
 
     # -- the one entry point -------------------------------------------------------------------------
@@ -220,11 +226,16 @@ class Runner:
     def write_record(self, record: Any, durable: bool = False) -> None:
         try:
             self.journal.record_call(record, durable)
-        except SageMakerError as e:  # the journal must never cost an answer: say so once, stop logging
+        except SageMakerError as e:
+            self.journal_failed(e)
+
+    def journal_failed(self, error: SageMakerError) -> None:
+        """The journal must never cost an answer: say so once, stop logging."""
+        if self.state.log:
             self.state.log = False
             import warnings
 
-            warnings.warn(f"sm_magic: calls are no longer journaled: {e.explain()}", stacklevel=2)
+            warnings.warn(f"sm_magic: calls are no longer journaled: {error.explain()}", stacklevel=3)
 
     # -- document QA -----------------------------------------------------------------------------------
     def concurrency_for(self, resolved: Resolved, requested: int | None) -> tuple[int, Resolved]:

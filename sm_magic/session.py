@@ -156,7 +156,13 @@ class Session:
         )
         return private.boto_session_with(credentials, base.region_name or s.region)
 
-    def _config(self) -> Any:
+    def _config(self, service: str) -> Any:
+        """The client's botocore Config; the user's ``botocore_config`` has the last word.
+
+        The runtime client skips botocore's client-side parameter validation: sm_magic builds every
+        request from typed settings and checks the body itself, SageMaker validates the rest (a
+        ValidationError, shown as such), and a call costs ~5% less CPU (bench/: per call).
+        """
         from botocore.config import Config
 
         s = self.settings
@@ -164,7 +170,7 @@ class Session:
             read_timeout=s.read_timeout, connect_timeout=s.connect_timeout,
             retries={"mode": s.retry_mode, "total_max_attempts": s.max_attempts},
             max_pool_connections=s.max_pool_connections, tcp_keepalive=True,
-            user_agent_extra="sm-magic/0.1",
+            user_agent_extra="sm-magic/0.1", parameter_validation=service != "sagemaker-runtime",
         )
         return config.merge(s.botocore_config) if s.botocore_config is not None else config
 
@@ -190,7 +196,7 @@ class Session:
             session = self._session_like_external_client()
         try:
             made = session.client(service, region_name=s.region or session.region_name,
-                                  endpoint_url=url, config=self._config())
+                                  endpoint_url=url, config=self._config(service))
         except bx.BotoCoreError as e:
             raise translate(e) from e
         if service == "sagemaker-runtime":

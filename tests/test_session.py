@@ -8,9 +8,10 @@ from botocore.config import Config
 
 from sm_magic.calls import invoke
 from sm_magic.commands.session import describe
-from sm_magic.errors import CredentialsError, ReadTimeout
+from sm_magic.errors import CredentialsError, ReadTimeout, ValidationFailed
 from sm_magic.handlers.registry import Registry
 from sm_magic.local import Fault
+from sm_magic.options import InvokeOptions
 from sm_magic.session import Session, SessionSettings
 from tests.conftest import FAKE_KEY_ID, FAKE_SECRET, FAKE_TOKEN
 
@@ -29,8 +30,21 @@ def test_config_is_chosen_on_purpose_and_overridable(session):
     assert config.retries == {"mode": "standard", "total_max_attempts": 4}
     assert config.max_pool_connections >= 16
     custom = Session(SessionSettings(region="us-east-1", botocore_config=Config(read_timeout=5)))
-    assert custom._config().read_timeout == 5
-    assert custom._config().retries["mode"] == "standard"  # the rest kept
+    assert custom.runtime.meta.config.read_timeout == 5
+    assert custom.runtime.meta.config.retries["mode"] == "standard"  # the rest kept
+
+
+def test_the_endpoint_validates_what_the_client_does_not_check(local):
+    """The runtime client skips botocore's parameter validation (typed requests, less CPU per call): a
+    value too long reaches SageMaker, whose ValidationError names it; the user's Config can turn it on."""
+    session = Session.local(local.url)
+    assert session._config("sagemaker-runtime").parameter_validation is False
+    assert session._config("sagemaker").parameter_validation is True
+    checked = Session.local(local.url, botocore_config=Config(parameter_validation=True))
+    assert checked._config("sagemaker-runtime").parameter_validation is True
+    too_long = InvokeOptions(custom_attributes="x" * 1025)
+    with pytest.raises(ValidationFailed, match=r"customAttributes.*less than or equal to 1024"):
+        invoke(session, "tgi", "hi", TGI, {}, too_long)
 
 
 def test_profile_and_region_from_aws_files(aws_env, tmp_path, monkeypatch):

@@ -135,6 +135,7 @@ class Runtime:
     # -- checks and errors ---------------------------------------------------------------------
     def admit(self, ep: ServedEndpoint, headers: dict[str, str]) -> Fault | None:
         """Checks shared by the invoke routes; plays this call's fault (raising its error) and returns it."""
+        check_lengths(headers)
         spec, name, account = ep.spec, ep.spec.name, self.config.account
         component = headers.get("x-amzn-sagemaker-inference-component")
         if spec.inference_components and not component:
@@ -350,6 +351,30 @@ class Runtime:
         http.chunk(frame)
         http.end_chunks()
         return True
+
+
+# the InvokeEndpoint members sent as headers: (member, longest value) — the service checks them
+LENGTH_LIMITS = {
+    "content-type": ("contentType", 1024), "accept": ("accept", 1024),
+    "x-amzn-sagemaker-custom-attributes": ("customAttributes", 1024),
+    "x-amzn-sagemaker-target-model": ("targetModel", 1024),
+    "x-amzn-sagemaker-target-variant": ("targetVariant", 63),
+    "x-amzn-sagemaker-target-container-hostname": ("targetContainerHostname", 63),
+    "x-amzn-sagemaker-inference-id": ("inferenceId", 64),
+    "x-amzn-sagemaker-enable-explanations": ("enableExplanations", 64),
+    "x-amzn-sagemaker-inference-component": ("inferenceComponentName", 63),
+    "x-amzn-sagemaker-session-id": ("sessionId", 256),
+}
+
+
+def check_lengths(headers: dict[str, str]) -> None:
+    """SageMaker's own validation of header members too long, in its words (clients may skip theirs)."""
+    errors = [f"Value '{headers[header]}' at '{member}' failed to satisfy constraint: Member must have length "
+              f"less than or equal to {limit}"
+              for header, (member, limit) in LENGTH_LIMITS.items() if len(headers.get(header) or "") > limit]
+    if errors:
+        count = f"{len(errors)} validation error{'s' if len(errors) > 1 else ''} detected"
+        raise ApiError(400, "ValidationError", f"{count}: {'; '.join(errors)}")
 
 
 def _bounded(headers: dict[str, str], name: str, default: int, limit: int) -> int:
