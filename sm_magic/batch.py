@@ -27,6 +27,7 @@ ANSWER_WIDTH = 72  # characters of each answer or error in the preview table
 THROTTLE_RETRIES = 10  # per item, before a throttled item counts as failed
 THROTTLE_STREAK = 50  # throttles in a row with no answer between them: the batch stops and says so
 DECREASE = 0.9  # the limit's largest factor on throttling (it falls to what the endpoint took)
+PLATEAU = 10  # how much slower the limit climbs through the level the endpoint last refused
 
 
 @dataclass
@@ -45,13 +46,20 @@ Outcome = Result | ItemError | None  # None: not run (interrupted before it star
 
 
 class Limiter:
-    """Additive-increase, multiplicative-decrease limit on calls in flight."""
+    """Additive-increase, multiplicative-decrease limit on calls in flight.
+
+    The level the endpoint last refused is remembered: the limit climbs back to just below it at the
+    usual pace and probes it again only after :data:`PLATEAU` times as many answers, so a batch against
+    an endpoint at capacity runs at that capacity instead of being refused every few calls (a level
+    passed without a refusal is forgotten: the endpoint may have grown).
+    """
 
     def __init__(self, ceiling: int):
         self.ceiling = max(1, ceiling)
         self.limit = float(self.ceiling)
         self.throttles = 0
         self.lowest = self.ceiling
+        self.refused: int | None = None  # the level at which the endpoint last said no
         self.gap = 0.0  # seconds between starts: grows on throttling (rate limits), shrinks on answers
         self.next_start = 0.0
         self._last_cut = 0.0
@@ -63,7 +71,12 @@ class Limiter:
     def success(self) -> None:
         self.gap = self.gap * 0.9 if self.gap > 0.001 else 0.0
         if self.limit < self.ceiling:
-            self.limit = min(self.ceiling, self.limit + 1 / self.limit)
+            step = 1 / self.limit
+            if self.refused is not None and self.limit + 1 >= self.refused:  # the next level was refused
+                step /= PLATEAU
+            self.limit = min(self.ceiling, self.limit + step)
+            if self.refused is not None and self.limit >= self.refused + 1:
+                self.refused = None
 
     def throttled(self, round_trip: float, in_flight: int) -> None:
         """Cut once per round trip (the calls already in flight were sent at the old limit), to what the
@@ -71,6 +84,7 @@ class Limiter:
         self.throttles += 1
         now = time.monotonic()
         if now - self._last_cut >= round_trip:
+            self.refused = self.allowed
             self.limit = max(1.0, min(self.limit * DECREASE, float(in_flight - 1)) if in_flight > 1
                              else self.limit * DECREASE)
             self.gap = min(0.5, max(self.gap * 2, 0.005))  # a rate limit is not a concurrency limit

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import threading
 import time
+import urllib.request
 
 import pytest
 from IPython.core.error import UsageError
@@ -46,6 +48,23 @@ def test_throttling_slows_the_batch_instead_of_failing_it(local):
     local.inject("faulty", Fault("throttle", times=6))
     batch = run_batch(lambda p: invoke(session, "faulty", p, TGI), [str(i) for i in range(12)], 4, progress=False)
     assert batch.failed == [] and len(batch.ok) == 12
+
+
+def test_a_batch_finds_an_endpoints_capacity_and_stays_under_it():
+    """Asked for 16 at once, an endpoint that takes 4 answers ThrottlingException beyond: the batch backs
+    off to 4 and probes the refused level rarely, so nothing fails and few calls are refused."""
+    from sm_magic.local import EndpointSpec, LocalEndpoint, ServerConfig
+
+    spec = EndpointSpec("four", "tgi", "deterministic", latency=0.01, max_concurrency=4)
+    with LocalEndpoint(ServerConfig(endpoints=[spec])) as server:
+        session = Session.local(server.url)
+        items = [str(i) for i in range(300)]
+        batch = run_batch(lambda p: invoke(session, "four", p, TGI), items, 16, progress=False)
+        with urllib.request.urlopen(f"{server.url}/_local/stats", timeout=10) as answer:
+            refused = json.loads(answer.read())["endpoints"]["four"]["errors"].get("ThrottlingException", 0)
+    assert batch.failed == [] and batch.texts == [f"You said: {i}" for i in items]
+    assert batch.limiter.lowest <= 4 and batch.limiter.throttles == refused
+    assert refused < 30  # climbing straight back to 5 would be refused every ~5 answers: 60 or more
 
 
 def test_ctrl_c_stops_issuing_calls_and_keeps_finished_ones(session, local):
