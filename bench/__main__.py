@@ -80,9 +80,9 @@ def measure(quick: bool) -> str:
     header = note(server)
     rows: list = []
     try:
-        rows += m.per_call(server, repeat)
+        rows += m.per_call(server, 4 * repeat)  # interleaved rounds: µs differences need many
         rows += m.jupyter_ai(server, repeat, JUPYTER_AI_VENV)
-        rows += scale.journal_per_call(server, repeat)
+        rows += scale.journal_per_call(server, 4 * repeat)
         rows += startup.load_ext(2 if quick else 10)
         rows += startup.first_call(server, 1 if quick else 5)
         rows += scale.batches(server, [100] if quick else [10_000, 100_000], 16, 1 if quick else 2)

@@ -136,8 +136,9 @@ def per_call(server: RemoteEndpoint, repeat: int) -> list[Row]:
     body = json.dumps({"inputs": "hi", "parameters": {}}).encode()
     session = Session(client=raw)
     contenders: dict[str, Callable[[], object]] = {
-        "raw boto3 invoke_endpoint": lambda: raw.invoke_endpoint(EndpointName="fast", Body=body,
-                                                                 ContentType="application/json")["Body"].read(),
+        "raw boto3 invoke_endpoint": lambda: raw.invoke_endpoint(EndpointName="fast", Body=body,  # the seed's headers
+                                                                 ContentType="application/json",
+                                                                 Accept="application/json")["Body"].read(),
         "sm_magic invoke()": lambda: invoke(session, "fast", "hi", TGI),
     }
     llm = SagemakerEndpoint(endpoint_name="fast", client=raw, content_handler="tgi")

@@ -120,8 +120,8 @@ class Runner:
             stream = self.state.stream
         try:
             if stream:
-                return self.stream(spec, live)
-            return self.call(spec)
+                return self.stream(spec, live, resolved)
+            return self.call(spec, resolved=resolved)
         except ValidationFailed:  # a real-time call to an async endpoint is refused: take the async path
             if resolved.values.get("async_") is None and self.state.is_async(resolved.session, resolved.endpoint,
                                                                              ask=True):
@@ -134,11 +134,11 @@ class Runner:
         return bool(chosen) if chosen is not None else self.state.is_async(resolved.session, resolved.endpoint)
 
     # -- calls -------------------------------------------------------------------------------------------
-    def call(self, spec: CallSpec, *, dry_run: bool = False) -> Result:
-        """One non-streamed call; recorded (errors too)."""
+    def call(self, spec: CallSpec, *, dry_run: bool = False, resolved: Resolved | None = None) -> Result:
+        """One non-streamed call; recorded (errors too). ``resolved``: the spec, already resolved."""
         from sm_magic.calls import invoke
 
-        resolved = self.state.resolve(spec)
+        resolved = resolved or self.state.resolve(spec)
         started = time.time()
         try:
             result = invoke(resolved.session, resolved.endpoint, resolved.prompt, resolved.handler,
@@ -151,14 +151,14 @@ class Runner:
             self.state.remember_chat(resolved, result.text)
         return result
 
-    def stream(self, spec: CallSpec, live: Live | None = None) -> Result:
+    def stream(self, spec: CallSpec, live: Live | None = None, resolved: Resolved | None = None) -> Result:
         """A streamed call shown on ``live``; Ctrl-C or ``live.stopped()`` ends it and keeps the text.
 
         An error is raised after the call is recorded, with the partial Result on ``error.result``.
         """
         from sm_magic.calls import stream
 
-        resolved = self.state.resolve(spec)
+        resolved = resolved or self.state.resolve(spec)
         started = time.time()
         s = stream(resolved.session, resolved.endpoint, resolved.prompt, resolved.handler, resolved.params,
                    resolved.options)
