@@ -32,9 +32,11 @@ class Jobs:
     def __init__(self, runner: Runner):
         self.runner = runner
 
-    def asker(self, spec: CallSpec, resolved: Resolved, job_id: int = 0) -> Callable[[int, str], Result]:
+    def asker(self, spec: CallSpec, resolved: Resolved, job_id: int = 0,
+              lean: bool = False) -> Callable[[int, str], Result]:
         """Calls for the items of a job: the same resolution, the session sized for the pool, each
-        journaled with the job and its index as it completes."""
+        journaled with the job and its index as it completes. ``lean``: results keep the answer, not
+        the request and response bytes (a batch can hold 100,000)."""
         from sm_magic.calls import invoke
 
         session, endpoint, handler, params, options = (resolved.session, resolved.endpoint, resolved.handler,
@@ -64,7 +66,7 @@ class Jobs:
             if error is not None:
                 raise error
             assert result is not None
-            if job_id:  # a job can hold 100,000 answers: keep the answer, not the bytes
+            if lean:
                 result.request = result.body = None
             return result
 
@@ -105,7 +107,8 @@ class Jobs:
                              f"and items), so all {len(prompts)} items were called")
         elif resume:
             notes.append("--resume needs the journal (`%sagemaker config log=on`): all items were called")
-        batch = BatchResult(prompts, self.asker(spec, resolved, job_id), workers, progress, label, indexed=True)
+        batch = BatchResult(prompts, self.asker(spec, resolved, job_id, lean=True), workers, progress, label,
+                            indexed=True)
         batch.job_id, batch.notes = job_id or None, notes
         if found is not None:
             _load(batch, journal.finished_items(found.id), resolved.endpoint)

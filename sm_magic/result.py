@@ -47,7 +47,7 @@ class Request:
         return "\n".join(lines) + "\n\n" + self.body_text()
 
 
-@dataclass
+@dataclass(slots=True)  # a batch holds one per item: no per-instance dict
 class Result:
     """An answer. ``str(result)`` is the text; notebooks render Markdown with a footer, terminals the text
     with a footer line (and a QA answer's sources)."""
