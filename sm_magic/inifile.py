@@ -90,6 +90,7 @@ def parse(data: bytes, path: Path) -> IniData:
     key: str | None = None  # the key a continuation line extends
     key_indent = 0
     blanks = 0
+    skipping = False  # under a damaged header: its keys belong to no alias (not to the one above)
     for number, raw in enumerate(data.splitlines(), start=1):
         try:
             line = raw.decode("utf-8")
@@ -116,11 +117,17 @@ def parse(data: bytes, path: Path) -> IniData:
                              "their keys are merged")
             else:
                 seen_sections[section_name] = number
-            section = out.sections.setdefault(section_name, {})
+            section, skipping = out.sections.setdefault(section_name, {}), False
+            continue
+        if stripped.startswith("["):
+            warn(number, f"{_short(stripped)!r} is not a [section] header (a ']' missing?); the keys under it "
+                         "are ignored up to the next header")
+            section, skipping = None, True
             continue
         option = OPTION.match(stripped)
         if section is None:
-            warn(number, f"{_short(stripped)!r} comes before any [section] header; it is ignored")
+            if not skipping:
+                warn(number, f"{_short(stripped)!r} comes before any [section] header; it is ignored")
             continue
         if not option or not option.group("key"):
             warn(number, f"{_short(stripped)!r} in [{section_name}] is not 'key = value'; it is ignored")

@@ -285,7 +285,8 @@ def test_batch_over_a_dict_or_with_a_template_that_ignores_the_item_is_refused(i
 @pytest.mark.parametrize(("setting", "words"), [
     ("read_timeout=0", "at least 1"), ("max_attempts=0", "between 1 and 20"),
     ("retry_mode=bogus", "standard, adaptive, legacy"), ("stream=maybe", "true or false"),
-    ("concurrency=0", "between 1 and 256")])
+    ("concurrency=0", "between 1 and 256"), ("handler=tgl", "Unknown content handler 'tgl'.*tgi"),
+    ("home=/proc/sm-magic-home", "home='/proc/sm-magic-home' cannot be used")])
 def test_config_values_are_validated_when_set(ip, setting, words):
     name = setting.split("=")[0]
     before = getattr(ip.user_ns["_sm_magics"].state, name, None)

@@ -96,6 +96,15 @@ def test_a_file_without_a_section_header_warns_and_keeps_the_rest(tmp_path: Path
     assert str(warning).startswith(f"{path}, line 1: 'endpoint = orphan'")
 
 
+def test_a_damaged_header_does_not_hand_its_keys_to_the_alias_above(tmp_path: Path) -> None:
+    path = tmp_path / "endpoints.ini"
+    path.write_text("[qa]\nendpoint = good\n[fast\nendpoint = wrong\nregion = eu-west-1\n[b]\nendpoint = b\n")
+    data = IniFile(path).read()
+    assert data.sections == {"qa": {"endpoint": "good"}, "b": {"endpoint": "b"}}
+    [warning] = data.warnings
+    assert warning.line == 3 and "'[fast' is not a [section] header" in warning.message
+
+
 def test_invalid_utf8_duplicates_and_garbage_each_warn_with_their_line(tmp_path: Path) -> None:
     path = tmp_path / "endpoints.ini"
     path.write_bytes(b"[qa]\nendpoint = a\nregion = caf\xe9\nendpoint = b\njust words\n[qa]\ntop_p = 0.9\n"
