@@ -77,6 +77,11 @@ class SagemakerEndpointEmbeddings(EndpointFields, Embeddings):
                                body=result.body, endpoint=self.endpoint_name)
         return vectors
 
+    def requests_for(self, count: int, chunk_size: int | None = None) -> int:
+        """How many requests :meth:`embed_documents` sends for ``count`` texts."""
+        size = chunk_size or self.batch_size or self.target().handler.batch_size
+        return -(-count // max(1, size))
+
     def embed_documents(self, texts: list[str], chunk_size: int | None = None,
                         progress: Progress | None = None) -> list[list[float]]:
         """One vector per text, in order: ``chunk_size`` (or ``batch_size``) texts per request, concurrently.

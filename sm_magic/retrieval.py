@@ -6,16 +6,22 @@ new chunks. The embeddings come from a SageMaker embeddings endpoint (TEI, JumpS
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from sm_magic.qa import Plan, fill_fields
 
 
-def retrieve(plan: Plan, question: str, template: str, embeddings: Any, index: Any, progress: bool = True) -> Plan:
-    """Fill a ``retrieve`` plan: embed what the index lacks, find the best ``plan.k`` chunks, build the prompt."""
+def retrieve(plan: Plan, question: str, template: str, embeddings: Any, index: Any, progress: bool = True,
+             budget: Callable[[int, int], None] | None = None) -> Plan:
+    """Fill a ``retrieve`` plan: embed what the index lacks, find the best ``plan.k`` chunks, build the prompt.
+
+    ``budget(requests, texts)`` is asked before the embeddings endpoint is called (it raises to stop)."""
     from tqdm.auto import tqdm
 
     def embed(texts: list[str]) -> list[list[float]]:  # only what the index lacks
+        if budget is not None:
+            budget(embeddings.requests_for(len(texts)), len(texts))
         with tqdm(total=len(texts), desc="embed", disable=not progress, leave=False) as bar:
             return embeddings.embed_documents(texts, progress=lambda done, total: bar.update(done - bar.n))
 

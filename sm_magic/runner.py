@@ -313,7 +313,12 @@ class Runner:
             from sm_magic.retrieval import retrieve
 
             embeddings, index = self.embeddings_for(resolved)
-            retrieve(plan, question, text, embeddings, index)
+
+            def budget(requests: int, texts: int) -> None:  # embedding requests are billed calls too
+                self.check_budget(requests, replace(resolved, endpoint=embeddings.endpoint_name),
+                                  f"embed {texts} chunks the index lacks in {requests} requests")
+
+            retrieve(plan, question, text, embeddings, index, budget=budget)
         return plan
 
     def embeddings_for(self, resolved: Resolved) -> tuple[Any, Any]:

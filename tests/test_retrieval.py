@@ -116,3 +116,19 @@ def test_retrieval_without_an_embeddings_endpoint_says_what_to_do(ip, endpoints,
     write_documents(docs, 50_000)
     with pytest.raises(ConfigError, match="--embeddings ENDPOINT"):
         cell(ip, f"fast-llm --handler tgi --docs '{docs}/*.txt' --retrieve 2", QUESTION)
+
+
+def test_embedding_requests_count_against_the_call_budget(ip, endpoints, tmp_path):
+    from sm_magic.errors import ConfigError
+
+    ip.run_line_magic("sagemaker", f"session --local {endpoints.url}")
+    ip.run_line_magic("sagemaker", "config max_calls=2")
+    docs = tmp_path / "budget"
+    write_documents(docs, 300_000)
+    line = f"fast-llm --handler tgi --docs '{docs}/*.txt' --retrieve 3 --embeddings fast-embed"
+    before = endpoints.calls["fast-embed"]
+    with pytest.raises(ConfigError, match=r"would make \d+ calls to fast-embed, above the budget of 2"):
+        cell(ip, line, QUESTION)
+    assert endpoints.calls["fast-embed"] == before  # nothing embedded, nothing billed
+    result = cell(ip, line + " --yes", QUESTION)
+    assert result.data["mode"] == "retrieve" and endpoints.calls["fast-embed"] > before + 2
