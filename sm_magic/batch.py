@@ -28,6 +28,7 @@ THROTTLE_RETRIES = 10  # per item, before a throttled item counts as failed
 THROTTLE_STREAK = 50  # throttles in a row with no answer between them: the batch stops and says so
 DECREASE = 0.9  # the limit's largest factor on throttling (it falls to what the endpoint took)
 PLATEAU = 10  # how much slower the limit climbs through the level the endpoint last refused
+SETTLE = 2.0  # seconds Ctrl-C waits for the calls in flight before showing what finished
 
 
 @dataclass
@@ -183,6 +184,10 @@ class BatchResult(Sequence[Outcome]):
         except KeyboardInterrupt:
             self.interrupted = True
             run.stop()  # calls in flight finish into their slots; nothing new starts
+            run.settle(SETTLE)  # a moment for them, so the table shown is the batch's final state
+            if run.in_flight:
+                self.notes.append(f"{run.in_flight} call(s) were still in flight when interrupted: their "
+                                  "answers land in this result when they arrive")
         finally:
             self._failed = run.failed_now
             bar.update(run.settled - bar.n)
@@ -289,6 +294,14 @@ class _Run:
         with self.cond:
             self.stopped = True
             self.cond.notify_all()
+
+    def settle(self, timeout: float) -> None:
+        """Wait up to ``timeout`` seconds for the calls in flight (not Thread.join: after a Ctrl-C it can
+        return at once while the thread still runs)."""
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while self.in_flight and (left := deadline - time.monotonic()) > 0:
+                self.cond.wait(min(left, 0.05))
 
     def _next(self) -> int | None:
         """The next item this worker may start, waiting while the limit is reached; None when done."""

@@ -79,6 +79,7 @@ def test_ctrl_c_stops_issuing_calls_and_keeps_finished_ones(session, local):
     batch = run_batch(lambda p: invoke(session, "slow", p, TGI), [str(i) for i in range(200)], 2, progress=False)
     assert batch.interrupted
     assert 0 < len(batch.ok) < 200
+    assert len(batch.ok) == local.calls["slow"] - before  # the calls in flight at Ctrl-C were waited for
     assert batch.pending  # not issued
     done = len(batch.ok)
     batch.retry(concurrency=8)
