@@ -85,7 +85,7 @@ def measure(quick: bool) -> str:
         rows += scale.journal_per_call(server, 4 * repeat)
         rows += startup.load_ext(2 if quick else 10)
         rows += startup.first_call(server, 1 if quick else 5)
-        rows += scale.batches(server, [100] if quick else [10_000, 100_000], 16, 1 if quick else 2)
+        rows += scale.batches(server, [100] if quick else [10_000, 100_000], 16, 1 if quick else 3)
         rows += scale.concurrency_64(server, 128 if quick else 2000)
         rows += scale.throttling(server, 40 if quick else 200, 5 if quick else 30)
         rows += scale.capacity(server, 50 if quick else 1000)
