@@ -24,7 +24,8 @@ from sm_magic.local.sigv4 import SignatureProblem, verify
 
 OPERATIONS = {"invocations": "InvokeEndpoint", "invocations-response-stream": "InvokeEndpointWithResponseStream",
               "async-invocations": "InvokeEndpointAsync"}
-NAME_PATTERN = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
+NAME_PATTERN = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9])*$")
+NAME_LIMIT = 63
 ROUTE = re.compile(r"^/endpoints/(?P<name>[^/]+)/(?P<op>invocations|invocations-response-stream|async-invocations)$")
 
 
@@ -162,12 +163,14 @@ class LocalEndpoint:
     # -- routing helpers -----------------------------------------------------------------------
     def find(self, name: str, authorization: str = "") -> ServedEndpoint:
         """The endpoint a runtime call names, or SageMaker's ValidationError."""
-        if not NAME_PATTERN.match(name):
-            raise ApiError(
-                400, "ValidationError",
-                f"1 validation error detected: Value '{name}' at 'endpointName' failed to satisfy "
-                "constraint: Member must satisfy regular expression pattern: ^[a-zA-Z0-9](-*[a-zA-Z0-9])*",
-            )
+        failed = [constraint for constraint, broken in (
+            ("Member must satisfy regular expression pattern: ^[a-zA-Z0-9](-*[a-zA-Z0-9])*",
+             not NAME_PATTERN.match(name)),
+            (f"Member must have length less than or equal to {NAME_LIMIT}", len(name) > NAME_LIMIT)) if broken]
+        if failed:
+            count = f"{len(failed)} validation error{'s' if len(failed) > 1 else ''} detected"
+            raise ApiError(400, "ValidationError", f"{count}: " + "; ".join(
+                f"Value '{name}' at 'endpointName' failed to satisfy constraint: {c}" for c in failed))
         signed_for = re.search(r"Credential=[^/]+/\d{8}/([^/]+)/", authorization)
         missing = ApiError(400, "ValidationError", f"Endpoint {name} of account {self.config.account} not found.")
         if self.config.strict_region and signed_for and signed_for.group(1) != self.config.region:

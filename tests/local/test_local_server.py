@@ -70,6 +70,24 @@ def test_bad_endpoint_name_is_rejected_by_pattern(local):
     assert "regular expression pattern" in info.value.response["Error"]["Message"]
 
 
+def test_a_100_character_endpoint_name_fails_the_length_as_aws_says(local):
+    name = "a" * 100
+    with pytest.raises(ClientError) as info:
+        runtime(local).invoke_endpoint(EndpointName=name, Body=b"{}")
+    assert info.value.response["Error"]["Code"] == "ValidationError"
+    assert info.value.response["Error"]["Message"] == (
+        f"1 validation error detected: Value '{name}' at 'endpointName' failed to satisfy constraint: "
+        "Member must have length less than or equal to 63")
+
+
+def test_a_long_name_that_breaks_the_pattern_too_counts_two_errors(local):
+    with pytest.raises(ClientError) as info:
+        runtime(local).invoke_endpoint(EndpointName="bad_" + "a" * 70, Body=b"{}")
+    message = info.value.response["Error"]["Message"]
+    assert message.startswith("2 validation errors detected: ")
+    assert "regular expression pattern" in message and "length less than or equal to 63" in message
+
+
 def test_model_error_has_original_status_message_and_log_arn(local):
     local.inject("faulty", Fault("model-error", status=422, message="Input validation error"))
     with pytest.raises(ClientError) as info:
