@@ -187,17 +187,18 @@ class IniFile:
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
         """Hold the file's thread lock and its inter-process lock."""
-        with _thread_lock(self.path):
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            if fcntl is None:
+        with _thread_lock(self.path), contextlib.ExitStack() as stack:
+            with self._writing():
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                handle = stack.enter_context(open(self.lock_path, "a")) if fcntl is not None else None
+            if handle is None:
                 yield
                 return
-            with open(self.lock_path, "a") as handle:
-                fcntl.flock(handle, fcntl.LOCK_EX)
-                try:
-                    yield
-                finally:
-                    fcntl.flock(handle, fcntl.LOCK_UN)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     def update(self, change: Callable[[Sections], T]) -> tuple[T, list[IniWarning]]:
         """Re-read under the locks, let ``change`` edit the sections in place, write them if they changed.
@@ -217,12 +218,26 @@ class IniFile:
             result = change(sections)
             warnings = list(current.warnings)
             if sections != current.sections:
-                if current.warnings:
-                    self._replace(self.path.read_bytes(), self.backup_path)
-                    warnings.append(IniWarning(self.path, None, f"the lines above were not kept; the file as it "
-                                                                f"was is saved as {self.backup_path}"))
-                self._replace(render(sections).encode(), self.path)
+                with self._writing():
+                    if current.warnings:
+                        self._replace(self.path.read_bytes(), self.backup_path)
+                        warnings.append(IniWarning(self.path, None, f"the lines above were not kept; the file "
+                                                                    f"as it was is saved as {self.backup_path}"))
+                    self._replace(render(sections).encode(), self.path)
             return result, warnings
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        """An OSError while writing becomes one ConfigError naming the file and where to write instead."""
+        try:
+            yield
+        except OSError as e:
+            why = e.strerror or str(e)
+            if e.filename and os.fspath(e.filename) != str(self.path):
+                why += f": {e.filename}"
+            raise ConfigError(f"{self.path} cannot be written ({why}), so it was not changed.",
+                              hint="Point SM_MAGIC_HOME (or SM_MAGIC_ENDPOINTS, for this file alone) at a "
+                                   "folder you can write, or make that folder writable.") from e
 
     def _replace(self, data: bytes, target: Path) -> None:
         """Write ``target`` atomically: temp file in the same directory, fsync, rename, fsync the directory."""

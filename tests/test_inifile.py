@@ -206,3 +206,31 @@ def test_a_change_that_raises_writes_nothing_and_releases_the_lock(tmp_path: Pat
     assert path.read_bytes() == before
     add(ini, "next")  # the lock was released: this does not hang
     assert list(ini.read().sections) == ["qa", "next"]
+
+
+def test_a_file_that_cannot_be_written_is_one_paragraph_saying_where_to_write(tmp_path: Path) -> None:
+    (tmp_path / "file.txt").write_text("a regular file, not a folder")
+    path = tmp_path / "file.txt" / "endpoints.ini"  # no one can write here, root included
+    ini = IniFile(path)
+    with pytest.raises(ConfigError) as info:
+        add(ini, "qa")
+    text = info.value.explain()
+    assert "\n" not in text and str(path) in text and "not changed" in text
+    assert "SM_MAGIC_HOME" in text and "SM_MAGIC_ENDPOINTS" in text
+    assert ini.read().sections == {}
+
+
+def test_alias_add_with_an_unwritable_home_is_one_paragraph(ip, tmp_path: Path, monkeypatch) -> None:
+    from sm_magic.aliases import AliasStore
+    from tests.conftest import line
+
+    (tmp_path / "file.txt").write_text("a regular file, not a folder")
+    monkeypatch.setenv("SM_MAGIC_HOME", str(tmp_path / "file.txt" / "home"))
+    monkeypatch.delenv("SM_MAGIC_ENDPOINTS")
+    with pytest.warns(UserWarning, match="could not be read"):
+        ip.user_ns["_sm_magics"].state.aliases = AliasStore()  # as a kernel started with this home has it
+    with pytest.raises(ConfigError) as info:
+        line(ip, "alias add qa tgi")
+    [shown] = info.value._render_traceback_()
+    assert "\n" not in shown and str(tmp_path / "file.txt" / "home" / "endpoints.ini") in shown
+    assert "SM_MAGIC_HOME" in shown
