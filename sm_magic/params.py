@@ -81,6 +81,7 @@ class Param:
     header: str = ""  # invoke headers: HTTP header
     boto: str = ""  # invoke headers: boto3 parameter
     streams: bool = True  # invoke headers: allowed on InvokeEndpointWithResponseStream
+    max_length: int | None = None  # invoke headers: SageMaker's limit, in characters
 
     @property
     def option(self) -> str:
@@ -121,7 +122,19 @@ class Param:
                 raise ConfigError(f"{self.name} must be {self._range()}, not {value!r}.")
         if self.choices and value not in self.choices:
             raise ConfigError(f"{self.name} must be one of {', '.join(self.choices)}; not {value!r}.")
+        if self.header:
+            self._check_header(str(value))
         return value
+
+    def _check_header(self, text: str) -> None:
+        """SageMaker's length limit, and printable ASCII only (what an HTTP header carries safely)."""
+        if self.max_length is not None and len(text) > self.max_length:
+            raise ConfigError(f"{self.option} is {len(text):,} characters long; SageMaker takes at most "
+                              f"{self.max_length:,}.")
+        bad = next((i for i, c in enumerate(text) if not " " <= c <= "~"), None)
+        if bad is not None:
+            raise ConfigError(f"{self.option} travels as an HTTP header, which takes printable ASCII only; "
+                              f"it holds {text[bad]!r} at character {bad + 1}.")
 
     def _range(self) -> str:
         if self.high is None:
@@ -206,19 +219,21 @@ PARAMS: tuple[Param, ...] = (
       alias=True, config=True),
     # SageMaker's invoke headers
     P("custom_attributes", INVOKE, "str", "X-Amzn-SageMaker-Custom-Attributes, e.g. accept_eula=true",
-      header=H + "Custom-Attributes", boto="CustomAttributes", alias=True, config=True),
+      header=H + "Custom-Attributes", boto="CustomAttributes", max_length=1024, alias=True, config=True),
     P("inference_component", INVOKE, "str", "inference component name", header=H + "Inference-Component",
-      boto="InferenceComponentName", alias=True, config=True),
+      boto="InferenceComponentName", max_length=63, alias=True, config=True),
     P("target_variant", INVOKE, "str", "production variant to call", header=H + "Target-Variant",
-      boto="TargetVariant", alias=True, config=True),
+      boto="TargetVariant", max_length=63, alias=True, config=True),
     P("target_model", INVOKE, "str", "model of a multi-model endpoint", header=H + "Target-Model",
-      boto="TargetModel", streams=False, alias=True),
+      boto="TargetModel", max_length=1024, streams=False, alias=True),
     P("target_container_hostname", INVOKE, "str", "container of a multi-container endpoint",
-      header=H + "Target-Container-Hostname", boto="TargetContainerHostname", alias=True),
-    P("inference_id", INVOKE, "str", "id recorded with the request", header=H + "Inference-Id", boto="InferenceId"),
-    P("session_id", INVOKE, "str", "stateful session id, or NEW_SESSION", header=H + "Session-Id", boto="SessionId"),
+      header=H + "Target-Container-Hostname", boto="TargetContainerHostname", max_length=63, alias=True),
+    P("inference_id", INVOKE, "str", "id recorded with the request", header=H + "Inference-Id", boto="InferenceId",
+      max_length=64),
+    P("session_id", INVOKE, "str", "stateful session id, or NEW_SESSION", header=H + "Session-Id", boto="SessionId",
+      max_length=256),
     P("enable_explanations", INVOKE, "str", "SageMaker Clarify explanations expression",
-      header=H + "Enable-Explanations", boto="EnableExplanations", streams=False),
+      header=H + "Enable-Explanations", boto="EnableExplanations", max_length=64, streams=False),
     # where, for this cell (alias keys too)
     P("region", SESSION, "str", "region for this cell only", alias=True),
     P("profile", SESSION, "str", "profile for this cell only", alias=True),

@@ -19,6 +19,7 @@ from sm_magic.errors import (
 from sm_magic.handlers.presets import JSONTemplate
 from sm_magic.handlers.registry import Registry
 from sm_magic.local import Fault
+from sm_magic.params import BY_NAME
 from sm_magic.result import BODY_SHOWN, Result
 from sm_magic.streaming import StreamDecoder
 from tests.conftest import SEED_PROMPT, cell, line, runner
@@ -308,6 +309,66 @@ def test_a_batch_above_the_call_budget_waits_for_yes(ip, local):
     assert local.calls["tgi"] == before
     value, _ = cell(ip, "tgi --batch items --yes", "{text}")
     assert value.texts == ["You said: a", "You said: b", "You said: c"]
+
+
+# -- invoke headers: checked here, since the runtime client skips botocore's parameter validation -------
+
+# InvokeEndpoint's length limits (characters), from the API reference.
+HEADER_LIMITS = {"custom_attributes": 1024, "target_model": 1024, "target_variant": 63,
+                 "target_container_hostname": 63, "inference_id": 64, "enable_explanations": 64,
+                 "inference_component": 63, "session_id": 256}
+
+
+@pytest.mark.parametrize(("name", "limit"), HEADER_LIMITS.items())
+def test_a_header_flag_above_its_limit_is_refused_before_sending(ip, local, name, limit):
+    option, long = "--" + name.replace("_", "-"), "x" * (limit + 1)
+    before = local.calls["tgi"]
+    with pytest.raises(UsageError) as info:
+        cell(ip, f"tgi {option} {long}")
+    assert f"{option} is {limit + 1:,} characters long; SageMaker takes at most {limit:,}." in str(info.value)
+    assert long not in str(info.value)  # the value is not echoed
+    assert local.calls["tgi"] == before
+    assert BY_NAME[name].parse("x" * limit) == "x" * limit  # the limit itself is fine
+
+
+def test_a_long_header_is_refused_by_config_and_alias_add(ip, local):
+    with pytest.raises(ConfigError) as info:
+        line(ip, "config custom_attributes=" + "x" * 2000)
+    assert one_paragraph(info.value) == "--custom-attributes is 2,000 characters long; SageMaker takes at most 1,024."
+    assert ip.user_ns["_sm_magics"].state.custom_attributes is None
+    with pytest.raises(UsageError, match="--target-variant is 64 characters long; SageMaker takes at most 63"):
+        line(ip, "alias add blue multi --target-variant " + "b" * 64)
+    assert line(ip, "alias list")[0].rows == []
+    assert cell(ip, "tgi")[0].text == "You said: hi"  # the next call is not broken by it
+
+
+def test_a_long_or_non_ascii_header_in_the_alias_file_is_refused_when_used(ip, local, tmp_path):
+    (tmp_path / "endpoints.ini").write_text(
+        f"[long]\nendpoint = tgi\ntarget_model = {'m' * 1025}\n[accent]\nendpoint = tgi\ncustom_attributes = café\n")
+    before = local.calls["tgi"]
+    long = "--target-model is 1,025 characters long; SageMaker takes at most 1,024"
+    with pytest.warns(UserWarning, match=long), pytest.raises(ConfigError, match=long):
+        cell(ip, "long")
+    with pytest.raises(ConfigError, match=r"--custom-attributes travels as an HTTP header.*'é'"):
+        cell(ip, "accent")
+    assert local.calls["tgi"] == before
+
+
+@pytest.mark.parametrize("value", ["café", "a\tb", "trace=1\r\nX-Injected: yes"])
+def test_a_header_value_must_be_printable_ascii(value):
+    with pytest.raises(ConfigError) as info:
+        BY_NAME["custom_attributes"].parse(value)
+    assert one_paragraph(info.value).startswith(
+        "--custom-attributes travels as an HTTP header, which takes printable ASCII only; it holds ")
+
+
+def test_a_non_ascii_header_flag_or_setting_is_refused_before_sending(ip, local):
+    before = local.calls["tgi"]
+    with pytest.raises(UsageError, match=r"--inference-id travels as an HTTP header.*'é' at character 4"):
+        cell(ip, "tgi --inference-id café")
+    with pytest.raises(ConfigError, match="--custom-attributes travels as an HTTP header"):
+        line(ip, "config custom_attributes=trace=é")
+    assert local.calls["tgi"] == before
 
 
 def test_history_after_a_lone_surrogate_stays_printable(ip, local):

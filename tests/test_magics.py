@@ -292,6 +292,20 @@ def test_history_records_calls_and_can_be_stored(ip, local):
     assert value.rows == rows
 
 
+@pytest.mark.parametrize(("flags", "words"), [
+    ("--status bogus", "invalid choice: 'bogus'"),
+    ("--status OK", "invalid choice: 'OK'"), ("--limit 0", "--limit must be a whole number of at least 1, not 0"),
+    ("--limit -3", "at least 1, not -3"), ("--limit many", "at least 1, not many")])
+def test_history_refuses_an_unknown_status_and_a_limit_below_one(ip, flags, words):
+    cell(ip, "tgi", "a call")
+    with pytest.raises(UsageError) as info:
+        line(ip, f"history {flags}")
+    assert words in str(info.value)
+    if "status" in flags:
+        assert all(status in str(info.value) for status in ("error", "interrupted", "ok", "partial", "truncated"))
+    assert [r["status"] for r in line(ip, "history --status ok --limit 1")[0].rows] == ["ok"]
+
+
 def test_config_shows_sources_and_sets_defaults(ip):
     line(ip, "config endpoint=tgi max_new_tokens=3 stop=xyz")
     rows = {r["setting"]: r for r in line(ip, "config")[0].rows}
@@ -356,6 +370,8 @@ def test_any_magic_line_parses_or_gives_a_usage_error(ip, text):
 def test_the_options_line_is_not_expanded_by_ipython(ip, tmp_path):
     marker = tmp_path / "evaluated"
     ip.user_ns["x"] = "value"
-    value, _ = cell(ip, f"tgi --dry-run --stop {{x}} --inference-id {{__import__('pathlib').Path('{marker}').touch()}}")
-    assert json.loads(value.request.body)["parameters"]["stop"] == ["{x}"]
+    code = f"{{__import__('pathlib').Path('{marker}').touch()}}"
+    value, _ = cell(ip, f"tgi --dry-run --stop {{x}} --stop {code}")
+    first, second = json.loads(value.request.body)["parameters"]["stop"]
+    assert first == "{x}" and second.startswith("{__import__(")  # sent as typed (quotes are the shell's)
     assert not marker.exists()

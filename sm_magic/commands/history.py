@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
 from typing import Any
 
+from sm_magic.journal import STATUSES
 from sm_magic.table import Table
 
 
@@ -11,10 +13,18 @@ def add_arguments(p: Any) -> None:
     p.add_argument("var", nargs="?", help="store the rows in this variable (a DataFrame when pandas is there)")
     p.add_argument("--all", action="store_true", help="every kernel's calls, not only this kernel's")
     p.add_argument("--endpoint", help="only calls to this endpoint")
-    p.add_argument("--status", help="only calls with this status (ok, error, interrupted, truncated, partial)")
+    p.add_argument("--status", choices=sorted(STATUSES), metavar="STATUS",
+                   help="only calls with this status: %(choices)s")
     p.add_argument("--search", metavar="TEXT", help="only calls whose prompt or answer contains TEXT")
     p.add_argument("--job", type=int, help="only the calls of this job")
-    p.add_argument("--limit", type=int, default=50, help="newest calls shown (default 50)")
+    p.add_argument("--limit", type=_limit, default=50, help="newest calls shown (default 50)")
+
+
+def _limit(text: str) -> int:
+    """``--limit``: a whole number, at least 1."""
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"--limit must be a whole number of at least 1, not {text}")
+    return int(text)
 
 
 def run(ctx: Any, args: Any) -> Any:
