@@ -24,8 +24,8 @@ from sm_magic.result import Result
 
 PREVIEW_ROWS = 20
 ANSWER_WIDTH = 72  # characters of each answer or error in the preview table
-THROTTLE_RETRIES = 10  # per item, before a throttled item counts as failed
-THROTTLE_STREAK = 50  # throttles in a row with no answer between them: the batch stops and says so
+THROTTLE_STREAK = 50  # throttles in a row with no answer between them...
+GIVE_UP_AFTER = 30.0  # ...for this many seconds: the endpoint takes nothing, the batch stops and says so
 DECREASE = 0.9  # the limit's largest factor on throttling (it falls to what the endpoint took)
 PLATEAU = 10  # how much slower the limit climbs through the level the endpoint last refused
 SETTLE = 2.0  # seconds Ctrl-C waits for the calls in flight before showing what finished
@@ -70,7 +70,7 @@ class Limiter:
         return max(1, int(self.limit))
 
     def success(self) -> None:
-        self.gap = self.gap * 0.9 if self.gap > 0.001 else 0.0
+        self.gap = self.gap * 0.5 if self.gap > 0.001 else 0.0  # answers again: back to full speed fast
         if self.limit < self.ceiling:
             step = 1 / self.limit
             if self.refused is not None and self.limit + 1 >= self.refused:  # the next level was refused
@@ -287,6 +287,7 @@ class _Run:
         self.failed_now = batch._failed
         self.round_trip = 0.05
         self.streak = 0
+        self.answered = time.monotonic()  # when the endpoint last answered (or the run began)
         self.stopped = False
         self.cond = threading.Condition()
 
@@ -328,17 +329,23 @@ class _Run:
             with self.cond:
                 self.in_flight -= 1
                 throttled = isinstance(outcome, Throttled)
-                self.streak = self.streak + 1 if throttled else 0
-                if self.streak >= THROTTLE_STREAK:
-                    batch.gave_up = (f"the endpoint throttled {self.streak} calls in a row, so the batch stopped; "
-                                     "retry later or with a lower --concurrency")
+                now = time.monotonic()
+                if throttled:
+                    self.streak += 1
+                    limiter.throttled(self.round_trip, self.in_flight + 1)
+                else:
+                    self.streak, self.answered = 0, now
+                if (self.streak >= THROTTLE_STREAK and now - self.answered >= GIVE_UP_AFTER
+                        and not self.stopped):  # a round of refusals at high concurrency is not this
+                    batch.gave_up = (f"the endpoint throttled every call for {now - self.answered:.0f} s "
+                                     f"({self.streak} in a row), so the batch stopped; retry later or with a "
+                                     "lower --concurrency")
                     self.stopped = True
                     self.cond.notify_all()
-                if throttled and self.retries.get(index, 0) < THROTTLE_RETRIES and not self.stopped:
+                if throttled and not self.stopped:  # queued again: only a batch that gives up fails it
                     tries = self.retries[index] = self.retries.get(index, 0) + 1
-                    limiter.throttled(self.round_trip, self.in_flight + 1)
                     delay = min(1.0, 0.02 * 2 ** min(tries, 6)) * (0.5 + random.random())
-                    heapq.heappush(self.waiting, (time.monotonic() + delay, index))
+                    heapq.heappush(self.waiting, (now + delay, index))
                     continue
                 if isinstance(outcome, Result):
                     limiter.success()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from IPython.core.error import UsageError
 
@@ -52,16 +54,29 @@ def test_a_failed_stream_with_no_text_leaves_the_variable_alone(ip, local):
 
 
 def test_an_endpoint_that_always_throttles_stops_the_batch(session, local, monkeypatch):
-    monkeypatch.setattr("sm_magic.batch.THROTTLE_STREAK", 20)  # the default (50) takes ~20 s of back-off
+    monkeypatch.setattr("sm_magic.batch.THROTTLE_STREAK", 20)
+    monkeypatch.setattr("sm_magic.batch.GIVE_UP_AFTER", 1.0)  # the default (30 s of nothing but refusals)
     local.inject("faulty", Fault("throttle", times=-1))
     before = local.calls["faulty"]
     handler = Registry().get("tgi")
     batch = run_batch(lambda p: invoke(session, "faulty", p, handler), [str(i) for i in range(50)], 4,
                       progress=False)
     sent = local.calls["faulty"] - before
-    assert "throttled 20 calls in a row, so the batch stopped" in batch.summary()
-    assert sent < 30  # not 50 items × 11 attempts
+    assert re.search(r"throttled every call for 1 s \(\d+ in a row\), so the batch stopped", batch.summary())
+    assert f"throttled {sent}×" in batch.summary()  # every refusal counted once, in both places
+    assert sent < 200  # not 50 items × 51 attempts
     local.clear_faults()
+
+
+def test_a_round_of_refusals_at_high_concurrency_does_not_stop_the_batch(session, local):
+    """64 calls refused at once is one round of throttling, not a dead endpoint: the batch backs off."""
+    local.inject("faulty", Fault("throttle", times=70))
+    handler = Registry().get("tgi")
+    items = [str(i) for i in range(300)]
+    batch = run_batch(lambda p: invoke(session, "faulty", p, handler), items, 64, progress=False)
+    local.clear_faults()
+    assert batch.failed == [] and not batch.gave_up and batch.texts == [f"You said: {i}" for i in items]
+    assert batch.limiter.throttles == 70
 
 
 def test_a_tei_endpoint_can_be_called_directly(ip):
