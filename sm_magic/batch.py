@@ -70,7 +70,7 @@ class Limiter:
         return max(1, int(self.limit))
 
     def success(self) -> None:
-        self.gap = self.gap * 0.5 if self.gap > 0.001 else 0.0  # answers again: back to full speed fast
+        self.gap = self.gap * 0.9 if self.gap > 0.001 else 0.0
         if self.limit < self.ceiling:
             step = 1 / self.limit
             if self.refused is not None and self.limit + 1 >= self.refused:  # the next level was refused
