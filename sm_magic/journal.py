@@ -251,10 +251,13 @@ class Journal:
 
         return record
 
-    def _put(self, item: Any, rush: bool = False) -> None:
-        """Queue a row or an op; ``rush``: the writer writes it now instead of waiting for others."""
+    def _put(self, item: Any, rush: bool = False, report: bool = True) -> None:
+        """Queue a row or an op; ``rush``: the writer writes it now instead of waiting for others.
+        ``report``: first raise if earlier rows could not be written (say so now, not never)."""
         if self._writer is None or self._pid != os.getpid():
             self._start()
+        if report and self.dropped > self._reported:
+            self.flush()
         self._pending.append(item)
         if rush:
             self._rush = True
@@ -311,7 +314,7 @@ class Journal:
     def _sync(self) -> None:
         if self._writer is not None and self._writer.is_alive():
             op = _Op(None)
-            self._put(op, rush=True)
+            self._put(op, rush=True, report=False)
             op.wait()
 
     def close(self) -> None:

@@ -341,3 +341,19 @@ def test_a_journal_that_cannot_be_opened_says_so(tmp_path: Path) -> None:
     damaged.write_bytes(b"this is not a database" * 100)
     with pytest.raises(JournalError, match="could not be opened"):
         Journal(damaged).record_call(call(1))
+
+
+def test_a_failed_write_is_reported_by_the_next_record_not_never(journal: Journal, db: Path) -> None:
+    """A disk that fills up (here: SQLite refusing every insert) must not silently end the history."""
+    journal.record_call(call(1))
+    journal.flush()
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TRIGGER full BEFORE INSERT ON calls BEGIN SELECT RAISE(ABORT, 'database or disk "
+                     "is full'); END")
+    journal.record_call(call(2))
+    deadline = time.monotonic() + 10
+    while journal.dropped == 0 and time.monotonic() < deadline:  # the writer's commit fails in the background
+        time.sleep(0.01)
+    with pytest.raises(JournalError, match=r"1 call\(s\) could not be written.*disk is full"):
+        journal.record_call(call(3))
+    assert count(db) == 1
