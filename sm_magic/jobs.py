@@ -98,8 +98,13 @@ class Jobs:
             key = fingerprint(resolved.endpoint, spec.template, resolved.params, resolved.options.set(), prompts)
             try:
                 found = journal.find_job(key) if resume else None
+                if found is not None:
+                    _not_running_elsewhere(found)
+                    journal.claim_job(found.id)
                 job_id = found.id if found else journal.start_job(kind, resolved.endpoint, key, len(prompts),
                                                                   job_meta(spec, resolved, prompts))
+            except ConfigError:
+                raise
             except SageMakerError as e:  # a journal that cannot be written never stops the work
                 notes.append(f"not journaled: {e.message}")
             if resume and found is None:
@@ -130,6 +135,7 @@ class Jobs:
         if job is None:
             raise ConfigError(f"No job {job_id} in the journal ({journal.path}).",
                               hint="`%sagemaker jobs` lists them" + ("" if journal.enabled else "; logging is off"))
+        _not_running_elsewhere(job)
         if job.kind == "async":
             return self.resume_async(job, concurrency)
         if job.kind != "batch" or "prompts" not in job.meta:
@@ -248,6 +254,14 @@ class Jobs:
         return self.run_async(spec, resolved, prompts, workers, job=job)
 
 
+def _not_running_elsewhere(job: Any) -> None:
+    """Resuming a job its own kernel is still running would call its items twice."""
+    if job.running_elsewhere:
+        raise ConfigError(f"Job {job.id} is still running in another kernel (process {job.meta['pid']}): resuming "
+                          "it now would call its unfinished items twice.",
+                          hint="Wait for it to finish, or interrupt or shut down that kernel, then resume.")
+
+
 def _load(batch: Any, finished: dict[int, Any], endpoint: str) -> None:
     """Items an earlier run finished, from their journal rows, into the batch (they are not called again)."""
     for index, record in finished.items():
@@ -259,9 +273,13 @@ def _load(batch: Any, finished: dict[int, Any], endpoint: str) -> None:
 def job_meta(spec: CallSpec, resolved: Resolved, prompts: list[str]) -> dict[str, Any]:
     """What a job keeps to be resumed by id: its settings (never credentials) and, if not huge, its prompts."""
 
+    import os
+    import socket
+
     values = settings_of(spec.values)
     values.update(handler=resolved.handler.name, model_kwargs=resolved.params)
-    meta: dict[str, Any] = {"handler": resolved.handler.name, "template": spec.template, "values": values}
+    meta: dict[str, Any] = {"handler": resolved.handler.name, "template": spec.template, "values": values,
+                            "pid": os.getpid(), "host": socket.gethostname()}  # who runs it: see running_elsewhere
     if sum(map(len, prompts)) <= KEPT_PROMPTS:
         meta["prompts"] = prompts
     return meta

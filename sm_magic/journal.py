@@ -288,6 +288,14 @@ class Journal:
                             "VALUES (?, ?, ?, ?, ?, ?, ?)",
                             (kind, endpoint, fingerprint, total, time.time(), session_id(), meta_json))
 
+    def claim_job(self, job_id: int) -> None:
+        """This process runs the job now (a resume): it is ``running`` again, and owned here."""
+        import socket
+
+        if self.enabled and job_id:
+            self._submit("UPDATE jobs SET status = 'running', finished = NULL, meta = json_set(COALESCE(meta, "
+                         "'{}'), '$.pid', ?, '$.host', ?) WHERE id = ?", (os.getpid(), socket.gethostname(), job_id))
+
     def finish_job(self, job_id: int, status: str) -> None:
         """Mark a job finished (``ok``, ``partial``, ``error``, ``interrupted``...)."""
         if self.enabled and job_id:

@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import re
+import socket
 import sys
 import time
 import uuid
@@ -129,10 +130,28 @@ class JobInfo:
     done: int = 0
     failed: int = 0
 
+    @property
+    def running_elsewhere(self) -> bool:
+        """Still being run by another live process on this machine (its kernel has not died)."""
+        pid = self.meta.get("pid")
+        if self.status != "running" or not pid or pid == os.getpid() or self.meta.get("host") != socket.gethostname():
+            return False
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:  # alive, another user's
+            return True
+        return True
+
     def row(self) -> dict[str, Any]:
+        status = self.status
+        if status == "running" and self.meta.get("pid") and not self.running_elsewhere and \
+                self.meta.get("pid") != os.getpid():
+            status = "stopped (its kernel is gone)"
         return {"job": self.id, "kind": self.kind, "endpoint": self.endpoint, "done": self.done,
                 "failed": self.failed, "total": self.total,
-                "started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.created)), "status": self.status}
+                "started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.created)), "status": status}
 
 
 @dataclass

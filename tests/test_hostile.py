@@ -45,6 +45,38 @@ def test_resume_that_finds_nothing_says_so(ip):
         batch.summary()
 
 
+def test_a_job_still_running_in_another_kernel_is_not_resumed_twice(ip, local):
+    """Another live process owns the job (as a kernel running it would): resume refuses; once that process
+    is gone, `jobs` says so and resume finishes the job."""
+    import json
+    import sqlite3
+    import subprocess
+    import sys
+
+    ip.user_ns["items"] = ["a", "b", "c"]
+    batch = cell(ip, "tgi --handler tgi --batch items", "Q {text}")
+    journal = ip.user_ns["_sm_magics"].runner.journal
+    owner = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        with sqlite3.connect(journal.path) as conn:  # the job as a live kernel would have left it
+            meta = json.loads(conn.execute("SELECT meta FROM jobs WHERE id = ?", (batch.job_id,)).fetchone()[0])
+            conn.execute("UPDATE jobs SET status = 'running', meta = ? WHERE id = ?",
+                         (json.dumps({**meta, "pid": owner.pid}), batch.job_id))
+        before = local.calls["tgi"]
+        with pytest.raises(ConfigError, match=f"Job {batch.job_id} is still running in another kernel"):
+            ip.run_line_magic("sagemaker", f"resume {batch.job_id} again")
+        with pytest.raises(ConfigError, match="still running in another kernel"):
+            cell(ip, "tgi --handler tgi --batch items --resume", "Q {text}")
+        assert local.calls["tgi"] == before
+    finally:
+        owner.kill()
+        owner.wait()
+    assert "stopped (its kernel is gone)" in repr(ip.run_line_magic("sagemaker", "jobs"))
+    again = ip.run_line_magic("sagemaker", f"resume {batch.job_id} again")
+    assert again.texts == batch.texts and local.calls["tgi"] == before  # all three were finished
+    assert "stopped" not in repr(ip.run_line_magic("sagemaker", "jobs"))
+
+
 def test_a_failed_stream_with_no_text_leaves_the_variable_alone(ip, local):
     ip.user_ns["r"] = "before"
     local.inject("faulty", Fault("model-error"))
