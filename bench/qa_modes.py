@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.measure import Row
-from tests.test_retrieval import QUESTION, write_documents
+from tests.documents import QUESTION, write_documents
 
 
 def rows(server: Any, total_bytes: int = 2_000_000) -> list[Row]:
