@@ -17,5 +17,7 @@ def test_bench_quick_prints_every_section(tmp_path):
     table = out.read_text()
     missing = [section for section in SECTIONS if f"| {section} |" not in table]
     assert not missing, table
+    failed = [line for line in table.splitlines() if "(this part failed)" in line]
+    assert not failed, failed  # a part that raised is a row, not a crash: it must still fail this test
     assert "| per call | raw boto3 invoke_endpoint |" in table and "baseline" in table
     assert "own process" in table.splitlines()[0]  # the endpoint never shares the client's interpreter
