@@ -366,20 +366,21 @@ def return_large_frees() -> None:
     glibc raises its mmap threshold each time it frees a mapped block, after which megabyte prompts
     live in the heap and a freed batch keeps the kernel's memory; a fixed threshold keeps them mapped.
     """
-    import ctypes
-    import ctypes.util
-
-    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to do
-        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt(-3, 256 * 1024)  # M_MMAP_THRESHOLD
+    _glibc("mallopt", -3, 256 * 1024)  # M_MMAP_THRESHOLD
 
 
 def _give_memory_back() -> None:
     """After a large job, return freed heap to the system (glibc keeps it otherwise)."""
+    _glibc("malloc_trim", 0)
+
+
+def _glibc(function: str, *args: int) -> None:
+    """Call a glibc memory function; elsewhere (musl, macOS, Windows) there is nothing to do."""
     import ctypes
     import ctypes.util
 
-    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to do
-        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+    with contextlib.suppress(OSError, AttributeError):
+        getattr(ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6"), function)(*args)
 
 
 def run_batch(run_one: Callable[[Any], Result], items: list[Any], concurrency: int,

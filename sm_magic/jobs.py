@@ -273,13 +273,12 @@ def _load(batch: Any, finished: dict[int, Any], endpoint: str) -> None:
 def job_meta(spec: CallSpec, resolved: Resolved, prompts: list[str]) -> dict[str, Any]:
     """What a job keeps to be resumed by id: its settings (never credentials) and, if not huge, its prompts."""
 
-    import os
-    import socket
+    from sm_magic.records import owner
 
     values = settings_of(spec.values)
     values.update(handler=resolved.handler.name, model_kwargs=resolved.params)
     meta: dict[str, Any] = {"handler": resolved.handler.name, "template": spec.template, "values": values,
-                            "pid": os.getpid(), "host": socket.gethostname()}  # who runs it: see running_elsewhere
+                            **owner()}
     if sum(map(len, prompts)) <= KEPT_PROMPTS:
         meta["prompts"] = prompts
     return meta

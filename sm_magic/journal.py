@@ -46,6 +46,7 @@ from sm_magic.records import (
     call_from_row,
     home,
     job_from_row,
+    owner,
     session_id,
 )
 
@@ -290,11 +291,10 @@ class Journal:
 
     def claim_job(self, job_id: int) -> None:
         """This process runs the job now (a resume): it is ``running`` again, and owned here."""
-        import socket
-
         if self.enabled and job_id:
+            me = owner()
             self._submit("UPDATE jobs SET status = 'running', finished = NULL, meta = json_set(COALESCE(meta, "
-                         "'{}'), '$.pid', ?, '$.host', ?) WHERE id = ?", (os.getpid(), socket.gethostname(), job_id))
+                         "'{}'), '$.pid', ?, '$.host', ?) WHERE id = ?", (me["pid"], me["host"], job_id))
 
     def finish_job(self, job_id: int, status: str) -> None:
         """Mark a job finished (``ok``, ``partial``, ``error``, ``interrupted``...)."""

@@ -131,11 +131,12 @@ class JobInfo:
     failed: int = 0
 
     @property
-    def running_elsewhere(self) -> bool:
-        """Still being run by another live process on this machine (its kernel has not died)."""
+    def owner_alive(self) -> bool | None:
+        """Whether the process running this job is alive; None when that cannot be known (the job is
+        not running, was started on another machine or before owners were recorded)."""
         pid = self.meta.get("pid")
-        if self.status != "running" or not pid or pid == os.getpid() or self.meta.get("host") != socket.gethostname():
-            return False
+        if self.status != "running" or not pid or self.meta.get("host") != socket.gethostname():
+            return None
         try:
             os.kill(pid, 0)
         except ProcessLookupError:
@@ -144,14 +145,21 @@ class JobInfo:
             return True
         return True
 
+    @property
+    def running_elsewhere(self) -> bool:
+        """Still being run by another live process (kernel) on this machine."""
+        return bool(self.owner_alive) and self.meta.get("pid") != os.getpid()
+
     def row(self) -> dict[str, Any]:
-        status = self.status
-        if status == "running" and self.meta.get("pid") and not self.running_elsewhere and \
-                self.meta.get("pid") != os.getpid():
-            status = "stopped (its kernel is gone)"
+        status = "stopped (its kernel is gone)" if self.owner_alive is False else self.status
         return {"job": self.id, "kind": self.kind, "endpoint": self.endpoint, "done": self.done,
                 "failed": self.failed, "total": self.total,
                 "started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.created)), "status": status}
+
+
+def owner() -> dict[str, Any]:
+    """Who runs a job: this process on this machine (kept in the job's meta; see JobInfo.owner_alive)."""
+    return {"pid": os.getpid(), "host": socket.gethostname()}
 
 
 @dataclass
