@@ -12,9 +12,10 @@ from __future__ import annotations
 import os
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from traitlets import Bool, Instance, Int, observe
+from traitlets import Bool, Instance, Int, TraitError, observe, validate
 from traitlets.config import Configurable
 
 from sm_magic.aliases import Alias, AliasStore
@@ -88,6 +89,11 @@ def connect(current: Session, *, local: str | None = None, client: Any = None, b
     return current.with_changes(**changes, **keys) if (changes or keys) else current
 
 
+class UnusableSetting(ConfigError, TraitError):
+    """A setting's value its type allows but that cannot work; a TraitError too, so ``%config`` keeps the
+    old value."""
+
+
 _Defaults = type("_Defaults", (Configurable,), {p.name: p.trait() for p in CONFIG_PARAMS})
 
 
@@ -120,6 +126,29 @@ class SageMaker(_Defaults):  # type: ignore[misc,valid-type]
     @observe(*(p.name for p in CONFIG_PARAMS))
     def _default_changed(self, change: Any) -> None:
         self._defaults = None
+
+    @validate("handler", "home")
+    def _usable(self, proposal: Any) -> Any:
+        """What a type cannot say (``%sagemaker config``, ``%config`` and the panel alike): a handler must
+        exist, a home must be a folder this kernel can write."""
+        name, value = proposal["trait"].name, proposal["value"]
+        registry = getattr(self, "registry", None)  # None while a config file is applied at start-up
+        if name == "handler" and value not in (None, "", "auto") and registry is not None:
+            try:
+                registry.get(value)
+            except ConfigError as e:
+                raise UnusableSetting(e.message) from None  # naming the closest handlers
+        elif name == "home" and value:
+            folder = Path(value).expanduser()
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise UnusableSetting(f"home={value!r} cannot be used: {e.strerror or e}.",
+                                  hint="Give a folder this kernel can create and write.") from None
+            if not os.access(folder, os.W_OK | os.X_OK):
+                raise UnusableSetting(f"home={value!r} cannot be used: the folder is not writable.",
+                                  hint="Give a folder this kernel can write.")
+        return value
 
     def values_for(self, spec_values: dict[str, Any], endpoint: str | None = None) -> tuple[dict[str, Any],
                                                                                           Alias | None]:

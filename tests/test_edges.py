@@ -298,6 +298,15 @@ def test_config_values_are_validated_when_set(ip, setting, words):
     assert value.text == "You said: hi"
 
 
+def test_percent_config_checks_handler_and_home_as_the_config_command_does(ip, caplog):
+    state = ip.user_ns["_sm_magics"].state
+    ip.run_line_magic("config", "SageMaker.handler = 'tgl'")  # IPython shows the error, does not raise
+    ip.run_line_magic("config", "SageMaker.home = '/proc/sm-magic-home'")
+    said = caplog.text
+    assert "Unknown content handler 'tgl'. Did you mean 'tgi'?" in said and "cannot be used" in said
+    assert (state.handler, state.home) == ("auto", "")
+
+
 def test_a_batch_above_the_call_budget_waits_for_yes(ip, local):
     ip.user_ns["items"] = ["a", "b", "c"]
     line(ip, "config max_calls=2")

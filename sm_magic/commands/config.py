@@ -28,29 +28,8 @@ def apply(state: Any, assignment: str) -> None:
     if param in SESSION_SETTINGS:
         state.set_session(state.session.with_changes(**{param.name: param.default if value is None else value}))
         return
-    if value is not None:
-        check(state, param.name, value)
     trait = state.traits()[param.name]
     setattr(state, param.name, trait.default_value if value is None and not trait.allow_none else value)
-
-
-def check(state: Any, name: str, value: Any) -> None:
-    """What a type cannot say: a handler must exist, a home must be a folder this kernel can write."""
-    if name == "handler" and value != "auto":
-        state.registry.get(value)  # ConfigError naming the closest handlers
-    elif name == "home" and value:
-        import os
-        from pathlib import Path
-
-        folder = Path(value).expanduser()
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise ConfigError(f"home={value!r} cannot be used: {e.strerror or e}.",
-                              hint="Give a folder this kernel can create and write.") from None
-        if not os.access(folder, os.W_OK | os.X_OK):
-            raise ConfigError(f"home={value!r} cannot be used: the folder is not writable.",
-                              hint="Give a folder this kernel can write.")
 
 
 def rows(state: Any) -> list[dict[str, Any]]:
