@@ -3,10 +3,10 @@
 Writing is cheap for the caller: :meth:`Journal.record_call` (one call) or a job's
 :meth:`Journal.recorder` (its items) turns the call into a row and appends it to a queue; one writer
 thread per journal (per process) drains the queue and commits what has arrived in one transaction
-(group commit). A single call is written at once; a job's rows wait up to :data:`COMMIT_DELAY` so
-that they share a transaction and the writer wakes a few dozen times a second, not once per item
-(a durable row, a job's start and :meth:`Journal.flush` end the wait). bench/journal.py compares
-designs.
+(group commit). A call alone is written at once; a job's rows, and calls made in quick succession,
+wait up to :data:`COMMIT_DELAY` so that they share a transaction and the writer wakes a few dozen
+times a second, not once per call (a durable row, a job's start and :meth:`Journal.flush` end the
+wait). bench/journal.py compares designs.
 
 Durability: with ``synchronous=NORMAL`` in WAL mode a committed row survives the process being
 killed (not a power cut). A ``kill -9`` loses only the plain rows recorded since the last commit:
@@ -110,7 +110,9 @@ _STOP = object()
 def _json(value: Any, name: str) -> str | None:
     if value is None:
         return None
-    if not isinstance(value, Mapping):
+    if type(value) is dict and not value:
+        return "{}"
+    if not isinstance(value, dict | Mapping):  # a dict is answered without asking the Mapping ABC
         raise TypeError(f"CallRecord.{name} must be a mapping (plain values only), not {type(value).__name__}")
     return json.dumps(value, default=str)
 
@@ -135,6 +137,7 @@ class Journal:
         self._read_lock = threading.Lock()
         self._reported = 0
         self._pid = os.getpid()
+        self._last_call = 0.0  # when record_call was last called (monotonic)
 
     def _init_queue(self) -> None:
         self._pending: deque = deque()  # rows (tuples) and _Ops, in order; the writer takes from the left
@@ -211,7 +214,8 @@ class Journal:
 
     # -- writing -------------------------------------------------------------------------------
     def record_call(self, record: CallRecord, durable: bool = False) -> None:
-        """Queue a finished call; the writer commits it at once, in the background.
+        """Queue a finished call; the writer commits it in the background: at once, or within
+        :data:`COMMIT_DELAY` with the others when calls come in quick succession.
         ``durable``: return only once it is committed (a job's slow item: a kill -9 never loses it).
 
         Raises JournalError only if the file cannot be opened; later write failures are counted in
@@ -226,7 +230,9 @@ class Journal:
                record.template, _json(record.params, "params"), _json(record.options, "options"), record.answer,
                _json(record.usage, "usage"), record.latency, record.first_token, record.status,
                record.error_class, record.error_message, record.job_id, record.item)
-        self._put(row, rush=True)  # one call at a time: written at once (a job's items use recorder())
+        now = time.monotonic()  # a call alone is written at once; calls in quick succession (a loop) share
+        alone, self._last_call = now - self._last_call >= COMMIT_DELAY, now  # a transaction, as a job's do
+        self._put(row, rush=alone)
         if durable:
             self.flush()
 

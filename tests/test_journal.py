@@ -161,6 +161,28 @@ def test_a_process_reads_its_own_calls_at_once(journal: Journal) -> None:
     assert [r.prompt for r in journal.history()] == ["prompt 1"]
 
 
+def test_a_call_alone_is_committed_at_once_and_a_loop_of_calls_shares_transactions(
+        journal: Journal, db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A notebook's one call is on disk with no flush (another connection sees it); 300 calls made a
+    millisecond apart are written in a few group commits, not 300 (each costs the process a transaction)."""
+    transactions = []
+    write = Journal._write
+    monkeypatch.setattr(Journal, "_write", lambda self, conn, batch: (transactions.append(len(batch)),
+                                                                       write(self, conn, batch))[1])
+    journal.record_call(call(0))
+    deadline = time.monotonic() + 10
+    while (not db.exists() or count(db) == 0) and time.monotonic() < deadline:
+        time.sleep(0.001)
+    assert count(db) == 1 and transactions == [1]
+    time.sleep(2 * journal_module.COMMIT_DELAY)  # the next call is alone again
+    for i in range(1, 301):  # a millisecond apart, as calls to a fast endpoint are
+        journal.record_call(call(i))
+        time.sleep(0.001)
+    journal.flush()
+    assert count(db) == 301
+    assert len(transactions) < 60, transactions
+
+
 def test_history_filters_by_session_endpoint_status_and_text(journal: Journal) -> None:
     journal.record_call(CallRecord(endpoint="a", prompt="What is 50% of_10?", answer="Five", session="k1"))
     journal.record_call(CallRecord(endpoint="b", prompt="Capital of France?", answer="Paris", session="k1"))
