@@ -76,6 +76,7 @@ class AliasStore:
 
         self.path = Path(path).expanduser() if path else default_path()
         self.file = IniFile(self.path)
+        self._where = str(self.path)
         self._aliases: dict[str, Alias] = {}
         self.problems: dict[str, str] = {}  # alias name → what is wrong with it
         self._shown: set[str] = set()
@@ -84,7 +85,7 @@ class AliasStore:
 
     def _stamp(self) -> tuple[int, int] | None:
         try:
-            stat = self.path.stat()
+            stat = os.stat(self._where)  # every call looks: no pathlib on the way
         except OSError:
             return None
         return stat.st_mtime_ns, stat.st_size

@@ -38,37 +38,47 @@ class Pacer:
         return False
 
 
-def rich_frontend() -> bool:
+def rich_frontend(shell: Any = None) -> bool:
     """True where rich output renders (a Jupyter kernel); False in terminal IPython or plain Python.
 
     Terminal IPython formats ``text/plain`` only; a kernel sends every format to its frontend."""
-    from IPython import get_ipython
+    if shell is None:
+        from IPython import get_ipython
 
-    shell = get_ipython()
+        shell = get_ipython()
     return shell is not None and "text/markdown" in shell.display_formatter.active_types
 
 
 class LiveText:
     """A streamed answer as it arrives: an updated display in Jupyter, appended text in a terminal.
 
-    Nothing is shown until the first chunk. ``rich=None`` asks :func:`rich_frontend`. In a kernel, the
-    request that is running when the LiveText is made is its parent: output from another thread still
-    goes to that cell, not to whichever cell runs in the foreground.
+    Nothing is shown until the first chunk. ``rich=None`` asks :func:`rich_frontend` then; ``shell``
+    defaults to the running one. In a kernel, the request that is running when the LiveText is made is
+    its parent: output from another thread still goes to that cell, not to whichever cell runs in the
+    foreground. Making one costs next to nothing, as most calls are not streamed.
     """
 
-    def __init__(self, pacer: Pacer | None = None, rich: bool | None = None):
-        from IPython import get_ipython
+    def __init__(self, pacer: Pacer | None = None, rich: bool | None = None, shell: Any = None):
+        if shell is None:
+            from IPython import get_ipython
 
+            shell = get_ipython()
         self.pacer = pacer or Pacer()
-        self.rich = rich_frontend() if rich is None else rich
+        self._rich = rich
         self.chunks: list[str] = []
         self.length = 0
         self.updates = 0
         self.handle: Any = None
-        self.shell = get_ipython()
-        routes = self.shell is not None and hasattr(self.shell, "set_thread_parent")  # ipykernel's shell
-        self.parent: dict | None = self.shell.get_parent() if routes else None
+        self.shell = shell
+        routes = shell is not None and hasattr(shell, "set_thread_parent")  # ipykernel's shell
+        self.parent: dict | None = shell.get_parent() if routes else None
         self.thread = threading.current_thread()
+
+    @property
+    def rich(self) -> bool:
+        if self._rich is None:
+            self._rich = rich_frontend(self.shell)
+        return self._rich
 
     def add(self, chunk: str) -> None:
         self.chunks.append(chunk)

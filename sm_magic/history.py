@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 from dataclasses import dataclass
@@ -46,7 +47,15 @@ class HistoryEntry:
 
 def settings_of(values: dict[str, Any]) -> dict[str, Any]:
     """The parameter values worth keeping (history, a job's meta): never the items, documents or namespace."""
+    kept = _kept_names()
+    return {k: v for k, v in values.items() if k in kept and isinstance(v, _PLAIN)}
+
+
+@functools.cache
+def _kept_names() -> frozenset[str]:
     from sm_magic.params import BY_NAME
 
-    return {k: v for k, v in values.items() if k in BY_NAME and k not in ("docs", "batch", "template")
-            and isinstance(v, str | int | float | bool | list | dict)}
+    return frozenset(BY_NAME) - {"docs", "batch", "template"}
+
+
+_PLAIN = (str, int, float, bool, list, dict)

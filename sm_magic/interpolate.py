@@ -102,6 +102,8 @@ class _LookupFormatter(string.Formatter):
 
 def interpolate(template: str, namespace: Mapping[str, Any]) -> str:
     """Fill ``{fields}`` from ``namespace``; unknown names are listed together in one error."""
+    if "{" not in template and "}" not in template:  # nothing to fill (most prompts)
+        return template
     missing = [n for n in field_names(template) if n not in namespace and not n.startswith("_")]
     if missing:
         listed = ", ".join(f"{{{n}}}" for n in missing)

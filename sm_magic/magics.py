@@ -18,7 +18,14 @@ from typing import Any
 
 from IPython import get_ipython
 from IPython.core.error import UsageError
-from IPython.core.magic import Magics, line_cell_magic, magics_class, no_var_expand
+from IPython.core.magic import (
+    MAGIC_NO_VAR_EXPAND_ATTR,
+    MAGIC_OUTPUT_CAN_BE_SILENCED,
+    Magics,
+    line_cell_magic,
+    magics_class,
+    no_var_expand,
+)
 
 from sm_magic.errors import EncodingError, SageMakerError
 from sm_magic.params import PARAMS, SECTIONS
@@ -118,11 +125,16 @@ def check_target(name: str, namespace: dict[str, Any]) -> str:
     return name
 
 
+_IPYTHON_FLAGS = (MAGIC_NO_VAR_EXPAND_ATTR, MAGIC_OUTPUT_CAN_BE_SILENCED, "needs_local_scope")
+
+
 class _Documented:
     """The magic as IPython calls it; ``%%sagemaker?`` builds the options' help on demand (not at %load_ext)."""
 
     def __init__(self, method: Any):
         self._method = method
+        for flag in _IPYTHON_FLAGS:  # read on every call: answered here, not by a failing __getattr__
+            setattr(self, flag, getattr(method, flag, False))
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self._method(*args, **kwargs)
@@ -202,7 +214,7 @@ class SageMakerMagics(Magics):
         if "batch" in values:
             values.update(batch=ctx.value(values["batch"], "Batch variable"), namespace=namespace)
         prompt = template if values.get("no_interpolate") or "batch" in values else _fill(template, namespace)
-        live = LiveText()
+        live = LiveText(shell=self.shell)
         try:
             result = self.runner.run(CallSpec(prompt, values, template), live)
         except SageMakerError as e:

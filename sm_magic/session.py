@@ -282,10 +282,11 @@ def _runtime_retry(settings: SessionSettings, attempts: int = 1, response: Any =
     """needs-retry hook, before botocore's: read timeouts are not retried unless asked (a slow
     model would run three times); ModelNotReadyException (a model still loading) is retried with
     botocore's exponential backoff. None leaves the decision to botocore."""
-    from botocore.exceptions import ReadTimeoutError
+    if caught_exception is not None:  # called for every response: import only when there is an error
+        from botocore.exceptions import ReadTimeoutError
 
-    if isinstance(caught_exception, ReadTimeoutError) and not settings.retry_read_timeouts:
-        return False
+        if isinstance(caught_exception, ReadTimeoutError) and not settings.retry_read_timeouts:
+            return False
     code = response[1].get("Error", {}).get("Code") if response else None
     if code in THROTTLING and getattr(_caller, "throttles_surface", False):
         return False
