@@ -143,12 +143,9 @@ class BatchResult(Sequence[Outcome]):
 
     # -- running -----------------------------------------------------------------------------
     def _call(self, index: int) -> Any:
-        from sm_magic.session import throttles_surface
-
         try:
-            with throttles_surface():  # the limiter, not botocore's backoff, answers throttling here
-                item = self.items[index]
-                return self.run_one(index, item) if self.indexed else self.run_one(item)
+            item = self.items[index]
+            return self.run_one(index, item) if self.indexed else self.run_one(item)
         except SageMakerError as e:
             return e
         except Exception as e:
@@ -289,7 +286,7 @@ class _Run:
         self.streak = 0
         self.answered = time.monotonic()  # when the endpoint last answered (or the run began)
         self.stopped = False
-        self.cond = threading.Condition()
+        self.cond = threading.Condition(threading.Lock())
 
     def stop(self) -> None:
         with self.cond:
@@ -323,6 +320,12 @@ class _Run:
             return None
 
     def work(self) -> None:
+        from sm_magic.session import throttles_surface
+
+        with throttles_surface():  # the limiter, not botocore's backoff, answers throttling in this thread
+            self._work()
+
+    def _work(self) -> None:
         batch, limiter = self.batch, self.batch.limiter
         while (index := self._next()) is not None:
             outcome = batch._call(index)
