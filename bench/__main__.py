@@ -81,13 +81,13 @@ def measure(quick: bool) -> str:
     server = m.servers(quick)
     header = note(server)
     parts = [  # each a group of rows; one that fails is reported as such and the rest still run
-        ("per call", lambda: m.per_call(server, 4 * repeat)),  # interleaved rounds: µs differences need many
+        ("per call", lambda: m.per_call(server, 4 * repeat)),  # blocks in turn: µs differences need many calls
         ("jupyter-ai", lambda: m.jupyter_ai(server, repeat, JUPYTER_AI_VENV)),
         ("journal per call", lambda: scale.journal_per_call(server, 4 * repeat)),
         ("%load_ext", lambda: startup.load_ext(2 if quick else 10)),
         ("first call", lambda: startup.first_call(server, 1 if quick else 5)),
         ("batch at 0 ms", lambda: scale.batches(server, [100] if quick else [10_000, 100_000], 16, 1 if quick else 3)),
-        ("concurrency 64", lambda: scale.concurrency_64(server, 128 if quick else 2000)),
+        ("concurrency 64", lambda: scale.concurrency_64(server, 128 if quick else 2000, 1 if quick else 5)),
         ("throttling", lambda: scale.throttling(server, 40 if quick else 200, 5 if quick else 30)),
         ("capacity", lambda: scale.capacity(server, 50 if quick else 1000)),
         ("panel", lambda: scale.panel(server, 50 if quick else 2000, 1 if quick else 2)),

@@ -35,6 +35,7 @@ SEED = ("Peter and Elizabeth took a taxi to attend the night party in the city. 
         "collapsed and was rushed to the hospital.\nSince she was diagnosed with a brain injury, the doctor told "
         "Peter to stay besides her until she gets well.\nTherefore, Peter stayed with her at the hospital for 3 days "
         "without leaving.\n\nQuestion: How long was Elizabeth hospitalized?\nAnswer:")
+BLOCK = 10  # calls per contender in a row, in the per-call rows
 TGI = Registry().get("tgi")
 LMI = Registry().get("lmi")
 
@@ -57,6 +58,23 @@ def timed(fn: Callable[[], object], repeat: int, warmup: int = 3) -> list[float]
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
+    return times
+
+
+def in_blocks(contenders: dict[str, Callable[[], object]], calls: int, block: int = BLOCK) -> dict[str, list[float]]:
+    """Seconds per call of each contender: ``block`` calls in a row, contenders in turn, until each made
+    ``calls``; one value per block. In a row, so a contender's background work (a journal's writer
+    thread) is paid in its own time, not in the next contender's; in turn, so a busy moment of the
+    machine hits every contender."""
+    times: dict[str, list[float]] = {name: [] for name in contenders}
+    for fn in contenders.values():
+        timed(fn, 0)  # warm-up
+    for _ in range(max(1, calls // block)):
+        for name, fn in contenders.items():
+            start = time.perf_counter()
+            for _ in range(block):
+                fn()
+            times[name].append((time.perf_counter() - start) / block)
     return times
 
 
@@ -155,14 +173,7 @@ def per_call(server: RemoteEndpoint, repeat: int) -> list[Row]:
 
         community = CommunityEndpoint(endpoint_name="fast", client=raw, content_handler=peer_handler(COMMUNITY))
         contenders["langchain_community SagemakerEndpoint.invoke"] = lambda: community.invoke("hi")
-    results: dict[str, list[float]] = {name: [] for name in contenders}
-    for fn in contenders.values():
-        timed(fn, 0)  # warm-up
-    for _ in range(repeat):  # round-robin: no contender profits from running first or last
-        for name, fn in contenders.items():
-            start = time.perf_counter()
-            fn()
-            results[name].append(time.perf_counter() - start)
+    results = in_blocks(contenders, repeat)
     base = statistics.median(results["raw boto3 invoke_endpoint"])
     rows = []
     for name, values in results.items():
