@@ -112,6 +112,7 @@ class BatchResult(Sequence[Outcome]):
         self.gave_up = ""  # why the batch stopped early, if it did
         self.notes: list[str] = []  # what the user should know about this run
         self.limiter = Limiter(self.concurrency)
+        self.settle: Callable[[], None] | None = None  # a worker's wait after its item, its slot given back
         self._ok = self._failed = 0
 
     # -- Sequence ----------------------------------------------------------------------------
@@ -326,41 +327,47 @@ class _Run:
             self._work()
 
     def _work(self) -> None:
-        batch, limiter = self.batch, self.batch.limiter
+        settle = self.batch.settle
         while (index := self._next()) is not None:
-            outcome = batch._call(index)
-            with self.cond:
-                self.in_flight -= 1
-                throttled = isinstance(outcome, Throttled)
-                now = time.monotonic()
-                if throttled:
-                    self.streak += 1
-                    limiter.throttled(self.round_trip, self.in_flight + 1)
-                else:
-                    self.streak, self.answered = 0, now
-                if (self.streak >= THROTTLE_STREAK and now - self.answered >= GIVE_UP_AFTER
-                        and not self.stopped):  # a round of refusals at high concurrency is not this
-                    batch.gave_up = (f"the endpoint throttled every call for {now - self.answered:.0f} s "
-                                     f"({self.streak} in a row), so the batch stopped; retry later or with a "
-                                     "lower --concurrency")
-                    self.stopped = True
-                    self.cond.notify_all()
-                if throttled and not self.stopped:  # queued again: only a batch that gives up fails it
-                    tries = self.retries[index] = self.retries.get(index, 0) + 1
-                    delay = min(1.0, 0.02 * 2 ** min(tries, 6)) * (0.5 + random.random())
-                    heapq.heappush(self.waiting, (now + delay, index))
-                    continue
-                if isinstance(outcome, Result):
-                    limiter.success()
-                    self.round_trip = 0.8 * self.round_trip + 0.2 * outcome.latency
-                    batch._ok += 1
-                    batch.items[index] = None  # a finished item's prompt is not kept (retry needs the rest)
-                else:
-                    outcome = ItemError(index, batch.items[index], outcome)
-                    self.failed_now += 1
-                batch.outcomes[index] = outcome
-                self.settled += 1
-                self.cond.notify()
+            self._account(index, self.batch._call(index))
+            if settle is not None:  # its slot is free for another worker meanwhile
+                settle()
+
+    def _account(self, index: int, outcome: Any) -> None:
+        """An item's outcome in its slot (a throttled one queued again), its call's slot given back."""
+        batch, limiter = self.batch, self.batch.limiter
+        with self.cond:
+            self.in_flight -= 1
+            throttled = isinstance(outcome, Throttled)
+            now = time.monotonic()
+            if throttled:
+                self.streak += 1
+                limiter.throttled(self.round_trip, self.in_flight + 1)
+            else:
+                self.streak, self.answered = 0, now
+            if (self.streak >= THROTTLE_STREAK and now - self.answered >= GIVE_UP_AFTER
+                    and not self.stopped):  # a round of refusals at high concurrency is not this
+                batch.gave_up = (f"the endpoint throttled every call for {now - self.answered:.0f} s "
+                                 f"({self.streak} in a row), so the batch stopped; retry later or with a "
+                                 "lower --concurrency")
+                self.stopped = True
+                self.cond.notify_all()
+            if throttled and not self.stopped:  # queued again: only a batch that gives up fails it
+                tries = self.retries[index] = self.retries.get(index, 0) + 1
+                delay = min(1.0, 0.02 * 2 ** min(tries, 6)) * (0.5 + random.random())
+                heapq.heappush(self.waiting, (now + delay, index))
+                return
+            if isinstance(outcome, Result):
+                limiter.success()
+                self.round_trip = 0.8 * self.round_trip + 0.2 * outcome.latency
+                batch._ok += 1
+                batch.items[index] = None  # a finished item's prompt is not kept (retry needs the rest)
+            else:
+                outcome = ItemError(index, batch.items[index], outcome)
+                self.failed_now += 1
+            batch.outcomes[index] = outcome
+            self.settled += 1
+            self.cond.notify()
 
 
 def return_large_frees() -> None:

@@ -7,6 +7,7 @@ each answer will appear in S3, so a new kernel collects them without invoking ag
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -26,51 +27,82 @@ DURABLE_AFTER = COMMIT_DELAY  # job items slower than the journal's group commit
 KEPT_PROMPTS = 20_000_000  # characters of a batch's prompts kept with its job, so `resume JOB` needs no cell
 
 
+class Asker:
+    """``ask(index, prompt)``: one item of a job called and journaled (the call and one row, nothing else).
+
+    A slow (costly) item is committed before its worker starts another, so a kill -9 never runs it
+    twice: at once, or, with ``settle_later``, when the worker calls :meth:`settle` (the batch does so
+    after giving the item's slot back, so the wait never idles a slot another worker could use).
+    """
+
+    def __init__(self, runner: Runner, resolved: Resolved, record: Callable[..., None] | None, job_id: int,
+                 lean: bool, settle_later: bool):
+        from sm_magic.calls import invoke
+
+        self.runner, self.resolved, self.record = runner, resolved, record
+        self.job_id, self.lean, self.settle_later = job_id, lean, settle_later
+        self._invoke = invoke
+        self._flush = runner.journal.flush if record is not None else None  # the journal the rows go to
+        self._unsettled = threading.local()  # this worker's last item is slow and not yet committed
+
+    def __call__(self, index: int, prompt: str) -> Result:
+        r = self.resolved
+        started = time.time()
+        error: SageMakerError | None = None
+        result: Result | None = None
+        try:
+            result = self._invoke(r.session, r.endpoint, prompt, r.handler, r.params, r.options)
+        except SageMakerError as e:
+            error = e
+        if self.record is not None:
+            slow = bool(self.job_id and result and result.latency >= DURABLE_AFTER)
+            self._journal(prompt, result, error, index, started, durable=slow and not self.settle_later)
+            if slow and self.settle_later:
+                self._unsettled.item = True
+        if error is not None:
+            raise error
+        assert result is not None
+        if self.lean:
+            result.request = result.body = None
+        return result
+
+    def _journal(self, prompt: str, result: Result | None, error: SageMakerError | None, index: int,
+                 started: float, durable: bool) -> None:
+        try:
+            self.record(printable(prompt), result.status if result else "error",  # type: ignore[misc]
+                        result.text if result else None, result.usage if result else None,
+                        result.latency if result else None, type(error).__name__ if error else None,
+                        error.explain() if error else None, index if self.job_id else None, started,
+                        durable=durable)
+        except SageMakerError as e:
+            self.record = None
+            self.runner.journal_failed(e)
+
+    def settle(self) -> None:
+        """Return once this thread's last slow item is committed (nothing to wait for otherwise)."""
+        if getattr(self._unsettled, "item", False) and self._flush is not None:
+            self._unsettled.item = False
+            try:
+                self._flush()
+            except SageMakerError as e:
+                self.record = None
+                self.runner.journal_failed(e)
+
+
 class Jobs:
     """The runner's jobs: it records and resolves; this runs many prompts as one journaled unit."""
 
     def __init__(self, runner: Runner):
         self.runner = runner
 
-    def asker(self, spec: CallSpec, resolved: Resolved, job_id: int = 0,
-              lean: bool = False) -> Callable[[int, str], Result]:
+    def asker(self, spec: CallSpec, resolved: Resolved, job_id: int = 0, lean: bool = False,
+              settle_later: bool = False) -> Asker:
         """Calls for the items of a job: the same resolution, the session sized for the pool, each
         journaled with the job and its index as it completes. ``lean``: results keep the answer, not
-        the request and response bytes (a batch can hold 100,000)."""
-        from sm_magic.calls import invoke
-
-        session, endpoint, handler, params, options = (resolved.session, resolved.endpoint, resolved.handler,
-                                                       resolved.params, resolved.options)
-        record = self._recorder(resolved, job_id)
-
-        def ask(index: int, prompt: str) -> Result:  # per item: the call and one journal row, nothing else
-            nonlocal record
-            started = time.time()
-            error: SageMakerError | None = None
-            result: Result | None = None
-            try:
-                result = invoke(session, endpoint, prompt, handler, params, options)
-            except SageMakerError as e:
-                error = e
-            if record is not None:
-                try:
-                    record(printable(prompt), result.status if result else "error", result.text if result else None,
-                           result.usage if result else None, result.latency if result else None,
-                           type(error).__name__ if error else None, error.explain() if error else None,
-                           index if job_id else None, started,
-                           # a slow (costly) item waits for its row's commit, so a kill -9 never runs it twice
-                           durable=bool(job_id and result and result.latency >= DURABLE_AFTER))
-                except SageMakerError as e:
-                    record = None
-                    self.runner.journal_failed(e)
-            if error is not None:
-                raise error
-            assert result is not None
-            if lean:
-                result.request = result.body = None
-            return result
-
-        return ask
+        the request and response bytes (a batch can hold 100,000). ``settle_later``: a slow item's
+        commit is waited for in :meth:`Asker.settle` (a batch's worker, its slot given back), not in
+        the call."""
+        return Asker(self.runner, resolved, self._recorder(resolved, job_id), job_id, lean, settle_later)
 
     def _recorder(self, resolved: Resolved, job_id: int) -> Callable[..., None] | None:
         """The journal's row writer for a job's items (None when the journal is off or cannot be opened)."""
@@ -112,9 +144,9 @@ class Jobs:
                              f"and items), so all {len(prompts)} items were called")
         elif resume:
             notes.append("--resume needs the journal (`%sagemaker config log=on`): all items were called")
-        batch = BatchResult(prompts, self.asker(spec, resolved, job_id, lean=True), workers, progress, label,
-                            indexed=True)
-        batch.job_id, batch.notes = job_id or None, notes
+        ask = self.asker(spec, resolved, job_id, lean=True, settle_later=True)
+        batch = BatchResult(prompts, ask, workers, progress, label, indexed=True)
+        batch.job_id, batch.notes, batch.settle = job_id or None, notes, ask.settle
         if found is not None:
             _load(batch, journal.finished_items(found.id), resolved.endpoint)
         started = time.time()
