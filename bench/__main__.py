@@ -86,7 +86,7 @@ def measure(quick: bool) -> str:
         ("journal per call", lambda: scale.journal_per_call(server, 4 * repeat)),
         ("%load_ext", lambda: startup.load_ext(2 if quick else 10)),
         ("first call", lambda: startup.first_call(server, 1 if quick else 5)),
-        ("batch at 0 ms", lambda: scale.batches(server, [100] if quick else [10_000, 100_000], 16, 1 if quick else 3)),
+        ("batch at 0 ms", lambda: scale.batches(server, [100] if quick else [10_000, 100_000], 16, 1 if quick else 5)),
         ("concurrency 64", lambda: scale.concurrency_64(server, 128 if quick else 2000, 1 if quick else 5)),
         ("throttling", lambda: scale.throttling(server, 40 if quick else 200, 5 if quick else 30)),
         ("capacity", lambda: scale.capacity(server, 50 if quick else 1000)),
