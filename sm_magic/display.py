@@ -52,10 +52,10 @@ def rich_frontend(shell: Any = None) -> bool:
 class LiveText:
     """A streamed answer as it arrives: an updated display in Jupyter, appended text in a terminal.
 
-    Nothing is shown until the first chunk. ``rich=None`` asks :func:`rich_frontend` then; ``shell``
-    defaults to the running one. In a kernel, the request that is running when the LiveText is made is
-    its parent: output from another thread still goes to that cell, not to whichever cell runs in the
-    foreground. Making one costs next to nothing, as most calls are not streamed.
+    Nothing is shown until the first chunk. ``rich=None`` asks :func:`rich_frontend` when first
+    needed; ``shell`` defaults to the running one. In a kernel, the request that is running when the
+    LiveText is made is its parent: output from another thread still goes to that cell, not to
+    whichever cell runs in the foreground. Making one costs next to nothing: most calls never stream.
     """
 
     def __init__(self, pacer: Pacer | None = None, rich: bool | None = None, shell: Any = None):

@@ -11,6 +11,7 @@ from typing import Any
 HISTORY_LIMIT = 200  # summaries kept in memory; the journal keeps everything
 PROMPT_HEAD = 80
 KEPT_PROMPT = 4000  # characters of a prompt kept in memory for the panel's Restore
+_PLAIN = (str, int, float, bool, list, dict)  # the value types a summary keeps
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -57,5 +58,3 @@ def _kept_names() -> frozenset[str]:
 
     return frozenset(BY_NAME) - {"docs", "batch", "template"}
 
-
-_PLAIN = (str, int, float, bool, list, dict)
