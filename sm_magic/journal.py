@@ -107,14 +107,35 @@ class _Op:
 _STOP = object()
 
 
+def _mapping(value: Any, name: str) -> Any:
+    """``value`` if it is a mapping (or None): settings, sessions or credentials objects are refused here,
+    in the caller; the writer thread turns it into JSON (:func:`_as_row`)."""
+    if value is None or isinstance(value, dict | Mapping):  # a dict is answered without asking the ABC
+        return value
+    raise TypeError(f"CallRecord.{name} must be a mapping (plain values only), not {type(value).__name__}")
+
+
 def _json(value: Any, name: str) -> str | None:
-    if value is None:
-        return None
-    if type(value) is dict and not value:
-        return "{}"
-    if not isinstance(value, dict | Mapping):  # a dict is answered without asking the Mapping ABC
-        raise TypeError(f"CallRecord.{name} must be a mapping (plain values only), not {type(value).__name__}")
-    return json.dumps(value, default=str)
+    return _text(_mapping(value, name))
+
+
+_ENCODER = json.JSONEncoder(default=str)  # one encoder: json.dumps(default=...) makes one per call
+
+
+def _text(value: Any) -> str | None:
+    """A params / options / usage field as stored: JSON text (already text when shared by a job's rows)."""
+    if value is None or value.__class__ is str:
+        return value
+    try:
+        return _ENCODER.encode(value if value.__class__ is dict else dict(value))
+    except ValueError:  # a mapping that contains itself: kept as its repr, never the reason a row is lost
+        return _ENCODER.encode({"unencodable": repr(value)[:1000]})
+
+
+def _as_row(call: tuple) -> tuple:
+    """A queued call as the row INSERT_CALL takes: its mappings as JSON. The writer does this for a whole
+    transaction in one loop, off the caller's path (and cheaper there: the code stays hot)."""
+    return (*call[:7], _text(call[7]), _text(call[8]), call[9], _text(call[10]), *call[11:])
 
 
 class Journal:
@@ -227,8 +248,8 @@ class Journal:
             raise ValueError(f"status {record.status!r} is not one of {sorted(STATUSES)}")
         prompt = record.prompt if isinstance(record.prompt, str) else json.dumps(record.prompt, default=str)
         row = (record.time, record.session, record.endpoint, record.region, record.handler, prompt,
-               record.template, _json(record.params, "params"), _json(record.options, "options"), record.answer,
-               _json(record.usage, "usage"), record.latency, record.first_token, record.status,
+               record.template, _mapping(record.params, "params"), _mapping(record.options, "options"),
+               record.answer, _mapping(record.usage, "usage"), record.latency, record.first_token, record.status,
                record.error_class, record.error_message, record.job_id, record.item)
         now = time.monotonic()  # a call alone is written at once; calls in quick succession (a loop) share
         alone, self._last_call = now - self._last_call >= COMMIT_DELAY, now  # a transaction, as a job's do
@@ -252,7 +273,7 @@ class Journal:
             if status not in STATUSES:
                 raise ValueError(f"status {status!r} is not one of {sorted(STATUSES)}")
             self._put((started, session, endpoint, region, handler, prompt, template, *shared, answer,
-                       _json(usage, "usage"), latency, None, status, error_class, error_message, job_id, item))
+                       _mapping(usage, "usage"), latency, None, status, error_class, error_message, job_id, item))
             if durable:
                 self.flush()
 
@@ -407,7 +428,7 @@ class Journal:
                 rows.append(item)
                 continue
             if rows:
-                conn.executemany(INSERT_CALL, rows)  # a lone surrogate raises UnicodeEncodeError: see _write
+                conn.executemany(INSERT_CALL, map(_as_row, rows))  # a lone surrogate: UnicodeEncodeError, see _write
                 rows = []
             if isinstance(item, _Op) and item.sql is not None:
                 item.result = conn.execute(item.sql, item.args).lastrowid
