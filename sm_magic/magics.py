@@ -233,21 +233,24 @@ class SageMakerMagics(Magics):
             self.shell.user_ns[target] = result
 
     def _show(self, result: Any, target: str | None, fmt: str | None, live: Any) -> Any:
-        from sm_magic.display import Preformatted
-        from sm_magic.qa import Plan
         from sm_magic.result import Result
-        from sm_magic.runner import BatchPlan
 
-        if isinstance(result, Result):
+        if isinstance(result, Result):  # one answer (most cells)
             result.format = fmt or self.state.format
             if result.streamed:
                 live.finish(result)
+            self._keep(result, target)
+            return None if result.streamed else result
         self._keep(result, target)
+        from sm_magic.display import Preformatted
+        from sm_magic.qa import Plan
+        from sm_magic.runner import BatchPlan
+
         if isinstance(result, Plan | BatchPlan):  # a dry run of QA or a batch
             title = "Dry run: nothing sent" if getattr(result, "mode", "") != "retrieve" else \
                 "Dry run: nothing sent to the LLM (the embeddings endpoint embedded what the index lacked)"
             return Preformatted(result.describe(), title=title)
-        return None if isinstance(result, Result) and result.streamed else result
+        return result
 
     # -- line ----------------------------------------------------------------------------------------
     def _line(self, line: str) -> Any:

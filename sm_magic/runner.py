@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
-from sm_magic.batch import return_large_frees
+from sm_magic.batch import BatchResult, ItemError, batch_prompts, return_large_frees
 from sm_magic.errors import ConfigError, SageMakerError, ValidationFailed
 from sm_magic.history import HISTORY_LIMIT, KEPT_PROMPT, HistoryEntry, printable, settings_of
 from sm_magic.jobs import Jobs
@@ -71,8 +71,6 @@ class Runner:
 
     @last.setter
     def last(self, value: Any) -> None:
-        from sm_magic.batch import BatchResult
-
         self._last = weakref.ref(value) if isinstance(value, BatchResult) else value
 
     @property
@@ -262,7 +260,6 @@ class Runner:
         """Answer the spec's prompt (the question) from ``docs``; map steps run concurrently.
 
         Ctrl-C during the map step stops at once (no answer from what finished)."""
-        from sm_magic.batch import ItemError
         from sm_magic.qa import answer
 
         plan = self.plan(spec, docs, template=template, mode=mode, context_tokens=context_tokens)
@@ -351,7 +348,6 @@ class Runner:
     def batch(self, spec: CallSpec, items: Any, namespace: Mapping[str, Any], *, column: str | None = None,
               concurrency: int | None = None, dry_run: bool = False, progress: bool = True) -> Any:
         """The cell template once per item (``{text}`` is the item or its ``column``); a journaled job."""
-        from sm_magic.batch import batch_prompts
 
         template = spec.template if spec.template is not None else str(spec.prompt)
         prompts = batch_prompts(template, items, namespace, column)
