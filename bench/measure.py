@@ -35,7 +35,7 @@ SEED = ("Peter and Elizabeth took a taxi to attend the night party in the city. 
         "collapsed and was rushed to the hospital.\nSince she was diagnosed with a brain injury, the doctor told "
         "Peter to stay besides her until she gets well.\nTherefore, Peter stayed with her at the hospital for 3 days "
         "without leaving.\n\nQuestion: How long was Elizabeth hospitalized?\nAnswer:")
-BLOCK = 10  # calls per contender in a row, in the per-call rows
+BLOCK = 40  # calls per contender in a row in the per-call rows (~40 ms: longer than a journal commit window)
 TGI = Registry().get("tgi")
 LMI = Registry().get("lmi")
 
