@@ -151,9 +151,7 @@ class Jobs:
             _load(batch, journal.finished_items(found.id), resolved.endpoint)
         started = time.time()
         batch.run()
-        status = "interrupted" if batch.interrupted else ("partial" if batch.partial else "ok")
-        if job_id:
-            journal.finish_job(job_id, status)
+        status = self._finish(journal, job_id, batch)
         self.runner.remember(HistoryEntry(  # one summary per job, not one per item
             started, resolved.endpoint, resolved.handler.name,
             f"{kind} of {len(prompts)}: {(spec.template or '')[:KEPT_PROMPT]}", batch.elapsed, None, status,
@@ -269,8 +267,19 @@ class Jobs:
             batch.run()
         finally:
             run.close()
-        journal.finish_job(job_id, "interrupted" if batch.interrupted else ("partial" if batch.partial else "ok"))
+        self._finish(journal, job_id, batch)
         return batch
+
+    def _finish(self, journal: Any, job_id: int, batch: Any) -> str:
+        """The job's final status, recorded; a journal that cannot be written never costs the answers."""
+        status = "interrupted" if batch.interrupted else ("partial" if batch.partial else "ok")
+        if job_id:
+            try:
+                journal.finish_job(job_id, status)
+            except SageMakerError as e:
+                batch.notes.append(f"not journaled: {e.message}")
+                self.runner.journal_failed(e)
+        return status
 
     def resume_async(self, job: Any, concurrency: int | None = None) -> Any:
         """Collect an async job's answers from S3 (another kernel's too); unsent items are sent."""

@@ -149,6 +149,21 @@ def test_logging_off_writes_nothing(ip, sm_magic_home):
     assert rows[-1]["prompt"] == "not journaled"  # this kernel still shows it, from memory
 
 
+def test_a_journal_that_refuses_the_jobs_end_never_costs_the_batch(ip, local, sm_magic_home):
+    """Every call succeeded; the journal then fails (a full disk, here SQLite refusing the job's update):
+    the answers are still the cell's, with the warning and a note, not a JournalError."""
+    ip.run_cell_magic("sagemaker", "tgi --handler tgi", "the journal exists")
+    ip.user_ns["_sm_magics"].runner.journal.flush()
+    with sqlite3.connect(sm_magic_home / "journal.sqlite3") as db:
+        db.execute("CREATE TRIGGER full BEFORE UPDATE ON jobs BEGIN SELECT RAISE(ABORT, 'database or disk is "
+                   "full'); END")
+    ip.user_ns["questions"] = [f"q{i}" for i in range(6)]
+    with pytest.warns(UserWarning, match="no longer journaled.*disk is full"):
+        answers = ip.run_cell_magic("sagemaker", "tgi --handler tgi --batch questions --yes", "Q {text}")
+    assert answers.texts == [f"You said: Q q{i}" for i in range(6)]
+    assert "6/6 ok" in answers.summary() and "not journaled" in answers.summary()
+
+
 def _add_aliases(path: str, prefix: str, count: int) -> None:
     store = AliasStore(path)
     for i in range(count):
