@@ -114,6 +114,8 @@ class BatchResult(Sequence[Outcome]):
         self.limiter = Limiter(self.concurrency)
         self.settle: Callable[[], None] | None = None  # a worker's wait after its item, its slot given back
         self._ok = self._failed = 0
+        self._run: _Run | None = None  # the last run: its calls may still be in flight after a Ctrl-C
+        self._flight_note: str | None = None
 
     # -- Sequence ----------------------------------------------------------------------------
     def __getitem__(self, index: int) -> Outcome:  # type: ignore[override]
@@ -161,9 +163,13 @@ class BatchResult(Sequence[Outcome]):
         """
         from tqdm.auto import tqdm
 
+        busy = self._run.running if self._run is not None else set()  # they land in their slots when done
         if indices is None:
             indices = [i for i, o in enumerate(self.outcomes) if o is None]
-        run = _Run(self, deque(indices))
+        indices = [i for i in indices if i not in busy]
+        run = self._run = _Run(self, deque(indices))
+        if self._flight_note in self.notes:
+            self.notes.remove(self._flight_note)
         self.interrupted = False
         start = time.perf_counter()
         bar = tqdm(total=len(indices), desc=self.label, disable=not self.progress or not indices, leave=True)
@@ -184,9 +190,12 @@ class BatchResult(Sequence[Outcome]):
             run.stop()  # calls in flight finish into their slots; nothing new starts
             run.settle(SETTLE)  # a moment for them, so the table shown is the batch's final state
             if run.in_flight:
-                self.notes.append(f"{run.in_flight} call(s) were still in flight when interrupted: their "
-                                  "answers land in this result when they arrive")
+                self._flight_note = (f"{run.in_flight} call(s) were still in flight when interrupted: their "
+                                     "answers land in this result when they arrive (a retry leaves them be)")
+                self.notes.append(self._flight_note)
         finally:
+            if not run.running:  # nothing will land later: no reference to keep
+                self._run = None
             self._failed = run.failed_now
             bar.update(run.settled - bar.n)
             bar.close()
@@ -206,7 +215,8 @@ class BatchResult(Sequence[Outcome]):
         if concurrency:
             self.concurrency = concurrency
             self.limiter = Limiter(concurrency)
-        todo = [i for i, o in enumerate(self.outcomes) if not isinstance(o, Result)]
+        busy = self._run.running if self._run is not None else set()
+        todo = [i for i, o in enumerate(self.outcomes) if not isinstance(o, Result) and i not in busy]
         self._failed -= sum(1 for i in todo if self.outcomes[i] is not None)
         return self.run(todo)
 
@@ -281,6 +291,7 @@ class _Run:
         self.waiting: list[tuple[float, int]] = []  # throttled items: (not before, index), a heap
         self.retries: dict[int, int] = {}
         self.in_flight = 0
+        self.running: set[int] = set()  # the items whose calls are in flight
         self.settled = 0
         self.failed_now = batch._failed
         self.round_trip = 0.05
@@ -313,7 +324,9 @@ class _Run:
                 if self.todo and self.in_flight < limiter.allowed and now >= limiter.next_start:
                     self.in_flight += 1
                     limiter.next_start = now + limiter.gap
-                    return self.todo.popleft()
+                    index = self.todo.popleft()
+                    self.running.add(index)
+                    return index
                 if not self.todo and not self.waiting:
                     return None
                 due = [t - now for t in (limiter.next_start, self.waiting[0][0] if self.waiting else 0) if t > now]
@@ -338,6 +351,7 @@ class _Run:
         batch, limiter = self.batch, self.batch.limiter
         with self.cond:
             self.in_flight -= 1
+            self.running.discard(index)
             throttled = isinstance(outcome, Throttled)
             now = time.monotonic()
             if throttled:

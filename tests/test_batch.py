@@ -12,6 +12,7 @@ import urllib.request
 import pytest
 from IPython.core.error import UsageError
 
+from sm_magic import batch as batch_module
 from sm_magic.batch import BatchResult, ItemError, run_batch
 from sm_magic.calls import invoke
 from sm_magic.errors import ModelError
@@ -84,6 +85,29 @@ def test_ctrl_c_stops_issuing_calls_and_keeps_finished_ones(session, local):
     done = len(batch.ok)
     batch.retry(concurrency=8)
     assert len(batch.ok) == 200 and done < 200
+
+
+def test_a_retry_right_after_ctrl_c_leaves_the_calls_still_in_flight_be(session, local, monkeypatch):
+    """Ctrl-C shows the batch while calls are still in flight; retrying at once must not call those items
+    again (they land in their slots), and the counts must add up (hostile pass: 16 calls, "16/12 ok")."""
+    monkeypatch.setattr(batch_module, "SETTLE", 0.0)  # the table at once, the calls still out
+    before = local.calls["slow"]
+
+    def trigger():
+        while local.calls["slow"] < before + 4:
+            time.sleep(0.005)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=trigger, daemon=True).start()
+    batch = run_batch(lambda p: invoke(session, "slow", p, TGI), [str(i) for i in range(40)], 4, progress=False)
+    assert batch.interrupted
+    batch.retry()
+    deadline = time.monotonic() + 10
+    while len(batch.ok) < 40 and time.monotonic() < deadline:  # the first run's last calls, still landing
+        time.sleep(0.01)
+    assert batch.texts == [f"You said: {i}" for i in range(40)]
+    assert local.calls["slow"] - before == 40  # not one item twice
+    assert batch.summary().startswith("40/40 ok") and "in flight" not in batch.summary()
 
 
 def test_batch_magic_with_records_and_column(ip, local):
