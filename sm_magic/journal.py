@@ -107,35 +107,26 @@ class _Op:
 _STOP = object()
 
 
-def _mapping(value: Any, name: str) -> Any:
-    """``value`` if it is a mapping (or None): settings, sessions or credentials objects are refused here,
-    in the caller; the writer thread turns it into JSON (:func:`_as_row`)."""
-    if value is None or isinstance(value, dict | Mapping):  # a dict is answered without asking the ABC
-        return value
-    raise TypeError(f"CallRecord.{name} must be a mapping (plain values only), not {type(value).__name__}")
-
-
 def _json(value: Any, name: str) -> str | None:
-    return _text(_mapping(value, name))
+    """A params / options / usage mapping as stored: JSON text, made now (the caller may change the mapping
+    later; the row keeps what was sent). Settings, sessions or credentials objects are refused."""
+    if value is None:
+        return None
+    if not isinstance(value, dict | Mapping):  # a dict is answered without asking the Mapping ABC
+        raise TypeError(f"CallRecord.{name} must be a mapping (plain values only), not {type(value).__name__}")
+    try:
+        return _ENCODER.encode(value if value.__class__ is dict else dict(value))
+    except (TypeError, ValueError, RecursionError):  # a key JSON cannot take, a loop: kept as text, not lost
+        try:
+            shown = repr(value)[:1000]
+        except Exception:
+            shown = f"<{type(value).__name__}>"
+        return _ENCODER.encode({"unencodable": shown})
 
 
 _ENCODER = json.JSONEncoder(default=str)  # one encoder: json.dumps(default=...) makes one per call
-
-
-def _text(value: Any) -> str | None:
-    """A params / options / usage field as stored: JSON text (already text when shared by a job's rows)."""
-    if value is None or value.__class__ is str:
-        return value
-    try:
-        return _ENCODER.encode(value if value.__class__ is dict else dict(value))
-    except ValueError:  # a mapping that contains itself: kept as its repr, never the reason a row is lost
-        return _ENCODER.encode({"unencodable": repr(value)[:1000]})
-
-
-def _as_row(call: tuple) -> tuple:
-    """A queued call as the row INSERT_CALL takes: its mappings as JSON. The writer does this for a whole
-    transaction in one loop, off the caller's path (and cheaper there: the code stays hot)."""
-    return (*call[:7], _text(call[7]), _text(call[8]), call[9], _text(call[10]), *call[11:])
+_BAD_ROW = (sqlite3.InterfaceError, sqlite3.ProgrammingError, sqlite3.IntegrityError, sqlite3.DataError,
+            TypeError, ValueError, OverflowError)  # what one row can get wrong (a type, NULL, a number)
 
 
 class Journal:
@@ -248,8 +239,8 @@ class Journal:
             raise ValueError(f"status {record.status!r} is not one of {sorted(STATUSES)}")
         prompt = record.prompt if isinstance(record.prompt, str) else json.dumps(record.prompt, default=str)
         row = (record.time, record.session, record.endpoint, record.region, record.handler, prompt,
-               record.template, _mapping(record.params, "params"), _mapping(record.options, "options"),
-               record.answer, _mapping(record.usage, "usage"), record.latency, record.first_token, record.status,
+               record.template, _json(record.params, "params"), _json(record.options, "options"), record.answer,
+               _json(record.usage, "usage"), record.latency, record.first_token, record.status,
                record.error_class, record.error_message, record.job_id, record.item)
         now = time.monotonic()  # a call alone is written at once; calls in quick succession (a loop) share
         alone, self._last_call = now - self._last_call >= COMMIT_DELAY, now  # a transaction, as a job's do
@@ -273,7 +264,7 @@ class Journal:
             if status not in STATUSES:
                 raise ValueError(f"status {status!r} is not one of {sorted(STATUSES)}")
             self._put((started, session, endpoint, region, handler, prompt, template, *shared, answer,
-                       _mapping(usage, "usage"), latency, None, status, error_class, error_message, job_id, item))
+                       _json(usage, "usage"), latency, None, status, error_class, error_message, job_id, item))
             if durable:
                 self.flush()
 
@@ -396,15 +387,16 @@ class Journal:
 
     def _write(self, conn: sqlite3.Connection, batch: list) -> None:
         ops = [item for item in batch if isinstance(item, _Op)]
+        refused: list[BaseException] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 try:
                     self._execute(conn, batch)
-                except UnicodeEncodeError:  # a lone surrogate in some text: store it with U+FFFD instead
+                except _BAD_ROW:  # a lone surrogate (stored with U+FFFD), or one bad row: the others are kept
                     conn.execute("ROLLBACK")
                     conn.execute("BEGIN IMMEDIATE")
-                    self._execute(conn, [_clean(item) if isinstance(item, tuple) else item for item in batch])
+                    refused = self._execute_each(conn, batch)
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
@@ -417,6 +409,9 @@ class Journal:
             for op in ops:
                 op.finish(None if op.sql is None else error)
             return
+        if refused:  # said by the next record, as any write that failed
+            self.dropped += len(refused)
+            self.last_error = refused[-1]
         for op in ops:
             op.finish()
 
@@ -428,10 +423,23 @@ class Journal:
                 rows.append(item)
                 continue
             if rows:
-                conn.executemany(INSERT_CALL, map(_as_row, rows))  # a lone surrogate: UnicodeEncodeError, see _write
+                conn.executemany(INSERT_CALL, rows)  # a lone surrogate raises UnicodeEncodeError: see _write
                 rows = []
             if isinstance(item, _Op) and item.sql is not None:
                 item.result = conn.execute(item.sql, item.args).lastrowid
+
+    def _execute_each(self, conn: sqlite3.Connection, batch: list) -> list[BaseException]:
+        """Row by row, surrogates replaced; what SQLite refused of single rows (their group is kept)."""
+        refused = []
+        for item in batch:
+            if isinstance(item, tuple):
+                try:
+                    conn.execute(INSERT_CALL, _clean(item))
+                except _BAD_ROW as e:
+                    refused.append(e)
+            elif isinstance(item, _Op) and item.sql is not None:
+                item.result = conn.execute(item.sql, item.args).lastrowid
+        return refused
 
     # -- reading -------------------------------------------------------------------------------
     def history(self, *, session: str | None = None, endpoint: str | None = None, status: str | None = None,

@@ -183,6 +183,23 @@ def test_a_call_alone_is_committed_at_once_and_a_loop_of_calls_shares_transactio
     assert len(transactions) < 60, transactions
 
 
+def test_a_row_sqlite_refuses_costs_only_itself_and_mappings_are_kept_as_sent(journal: Journal) -> None:
+    """Hostile pass: one odd record lost its whole group commit, and parameters changed after the call
+    were stored changed."""
+    params = {"temperature": 0.5, "stop": ["END"]}
+    journal.record_call(call(1, params=params, usage={(1, 2): 3}))  # a key JSON cannot take
+    params["temperature"] = 99  # the user changes r.params afterwards
+    params["stop"].append("X")
+    journal.record_call(call(2, answer=object()))  # a type SQLite cannot store
+    journal.record_call(call(3))
+    with pytest.raises(JournalError, match=r"1 call\(s\) could not be written"):
+        journal.flush()
+    rows = {r.prompt: r for r in journal.history()}
+    assert sorted(rows) == ["prompt 1", "prompt 3"]
+    assert rows["prompt 1"].params == {"temperature": 0.5, "stop": ["END"]}
+    assert rows["prompt 1"].usage == {"unencodable": "{(1, 2): 3}"}
+
+
 def test_history_filters_by_session_endpoint_status_and_text(journal: Journal) -> None:
     journal.record_call(CallRecord(endpoint="a", prompt="What is 50% of_10?", answer="Five", session="k1"))
     journal.record_call(CallRecord(endpoint="b", prompt="Capital of France?", answer="Paris", session="k1"))
