@@ -167,7 +167,8 @@ class Param:
 
     def add_to(self, parser: Any, **overrides: Any) -> None:
         """Add this parameter's flag to an argparse parser or group."""
-        kwargs: dict[str, Any] = {"help": self.help, "dest": self.name}
+        text = self.help.replace("%", "%%")  # argparse formats help with %: `%sagemaker` is text here
+        kwargs: dict[str, Any] = {"help": text, "dest": self.name}
         if self.type == "bool":
             kwargs.update(action="store_true", default=None)
         else:
@@ -176,7 +177,7 @@ class Param:
             if self.type == "list":
                 kwargs["action"] = "append"
             if self.choices:
-                kwargs.update(choices=self.choices, type=str, help=f"{self.help}: {', '.join(self.choices)}")
+                kwargs.update(choices=self.choices, type=str, help=f"{text}: {', '.join(self.choices)}")
         kwargs.update(overrides)
         flags = [self.short, self.option] if self.short else [self.option]
         parser.add_argument(*flags, **kwargs)
@@ -332,4 +333,13 @@ def model_params(values: Mapping[str, Any]) -> dict[str, Any]:
     """The model parameters among ``values`` (``model_kwargs`` merged under the named ones)."""
     params = dict(values.get("model_kwargs") or {})
     params.update({k: values[k] for k in MODEL_PARAMS if values.get(k) not in (None, [])})
-    return params
+    return {k: _copied(v) for k, v in params.items()}  # a call's own: r.params changed later changes no cache
+
+
+def _copied(value: Any) -> Any:
+    """Lists and dicts copied all the way down (a parsed cell line and an alias are reused by later calls)."""
+    if isinstance(value, list):
+        return [_copied(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _copied(v) for k, v in value.items()}
+    return value

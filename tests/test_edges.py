@@ -455,3 +455,13 @@ def test_restoring_a_prompt_with_a_lone_surrogate_from_the_panel_history(surroga
     errors = [o for o in surrogate_run["cells"][RESTORE_CELL].get("outputs", []) if o.get("output_type") == "error"]
     assert not errors, errors[0]["ename"] + ": " + errors[0]["evalue"]
     assert surrogate_run["report"]["restored"] == "abc\ufffd\ufffddef"
+
+
+def test_changing_a_results_parameters_changes_no_later_call(ip, local):
+    """Hostile pass: r.params shared its lists with the parsed cell line, so the next run sent them changed."""
+    options = """tgi --handler tgi --stop END -m '{"extra": {"keep": [1]}}'"""
+    first = ip.run_cell_magic("sagemaker", options, "hi")
+    first.params["stop"].append("POISON")
+    first.params["extra"]["keep"].append(2)
+    again = ip.run_cell_magic("sagemaker", options, "hi")
+    assert again.params["stop"] == ["END"] and again.params["extra"] == {"keep": [1]}

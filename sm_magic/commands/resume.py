@@ -6,7 +6,7 @@ from typing import Any
 
 
 def add_arguments(p: Any) -> None:
-    p.add_argument("job", type=int, help="the job's id (%sagemaker jobs)")
+    p.add_argument("job", type=int, help="the job's id (%%sagemaker jobs)")
     p.add_argument("var", nargs="?", help="store the BatchResult in VAR")
     p.add_argument("--concurrency", type=int, help="calls in flight")
 
