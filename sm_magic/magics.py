@@ -62,7 +62,7 @@ def option_reference() -> str:
     rows = ["| option | meaning |", "|---|---|"]
     for action in cell_parser()._actions:
         flags = ", ".join(f"`{o}`" for o in action.option_strings) or f"`{action.dest.upper()}`"
-        meaning = (action.help or "").replace("|", "\\|")
+        meaning = (action.help or "").replace("%%", "%").replace("|", "\\|")  # argparse's %% is a %
         if action.choices:
             meaning += f" ({', '.join(map(str, action.choices))})"
         rows.append(f"| {flags} | {meaning} |")
