@@ -312,7 +312,8 @@ class Journal:
         if self.enabled and job_id:
             me = owner()
             self._submit("UPDATE jobs SET status = 'running', finished = NULL, meta = json_set(COALESCE(meta, "
-                         "'{}'), '$.pid', ?, '$.host', ?) WHERE id = ?", (me["pid"], me["host"], job_id))
+                         "'{}'), '$.pid', ?, '$.host', ?, '$.started', ?) WHERE id = ?",
+                         (me["pid"], me["host"], me["started"], job_id))
 
     def finish_job(self, job_id: int, status: str) -> None:
         """Mark a job finished (``ok``, ``partial``, ``error``, ``interrupted``...)."""

@@ -143,7 +143,8 @@ class JobInfo:
             return False
         except PermissionError:  # alive, another user's
             return True
-        return True
+        found = _process(pid)  # a killed kernel not yet reaped, or its pid given to a new process, is gone
+        return found is None or (found[0] != "Z" and self.meta.get("started") in (None, found[1]))
 
     @property
     def running_elsewhere(self) -> bool:
@@ -159,7 +160,18 @@ class JobInfo:
 
 def owner() -> dict[str, Any]:
     """Who runs a job: this process on this machine (kept in the job's meta; see JobInfo.owner_alive)."""
-    return {"pid": os.getpid(), "host": socket.gethostname()}
+    me = _process(os.getpid())
+    return {"pid": os.getpid(), "host": socket.gethostname(), "started": me[1] if me else None}
+
+
+def _process(pid: int) -> tuple[str, int] | None:
+    """A process's state and start time (clock ticks since boot), from /proc; None where there is none."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            fields = stat.read().rsplit(b")", 1)[1].split()  # the name, in parentheses, may hold spaces
+        return fields[0].decode(), int(fields[19])
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 @dataclass

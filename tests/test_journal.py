@@ -396,3 +396,21 @@ def test_a_failed_write_is_reported_by_the_next_record_not_never(journal: Journa
     with pytest.raises(JournalError, match=r"1 call\(s\) could not be written.*disk is full"):
         journal.record_call(call(3))
     assert count(db) == 1
+
+
+def test_a_job_whose_kernel_is_a_zombie_or_whose_pid_was_reused_is_not_running() -> None:
+    """Hostile pass: a killed kernel not yet reaped (or its pid given to a new process) blocked resume forever."""
+    from sm_magic.records import JobInfo, owner
+
+    def job(**meta) -> JobInfo:
+        return JobInfo(1, "batch", "ep", "f", 10, time.time(), "running", "s", {**owner(), **meta})
+
+    assert job().owner_alive is True  # this very process
+    zombie = subprocess.Popen([sys.executable, "-c", "pass"])
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{zombie.pid}/stat").read_text().split(")")[-1].split()[0] != "Z":
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    assert job(pid=zombie.pid, started=None).owner_alive is False  # exited, not reaped
+    zombie.wait()
+    assert job(started=-1).owner_alive is False  # this pid, but a process started at another time
