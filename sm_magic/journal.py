@@ -10,11 +10,12 @@ wait). bench/journal.py compares designs.
 
 Durability: with ``synchronous=NORMAL`` in WAL mode a committed row survives the process being
 killed (not a power cut). A ``kill -9`` loses only the plain rows recorded since the last commit:
-in time, :data:`COMMIT_DELAY` plus one commit; in count, at most :data:`MAX_PENDING` queued +
-:data:`MAX_BATCH` being written. ``durable=True`` returns once the row is committed (a job's slow
-item: it is never called twice). :meth:`Journal.flush` returns once everything recorded before it
-is committed. Reads flush first, so a process always sees its own calls. Several processes (kernels)
-share the file; SQLite's busy timeout orders their commits.
+in time, :data:`COMMIT_DELAY` plus one commit (more while other threads keep the interpreter busy);
+in count, at most :data:`MAX_PENDING` queued + :data:`MAX_BATCH` being written. ``durable=True``
+returns once the row is committed (a job's slow item: it is never called twice). :meth:`Journal.flush`
+returns once everything recorded before it is committed. Reads flush first, so a process always
+sees its own calls. Several processes (kernels) share the file; SQLite's busy timeout orders their
+commits.
 
 Text search uses ``LIKE`` (23 ms over 100,000 calls); FTS5 would cost ~20 µs more per call and only
 matches words.
