@@ -39,6 +39,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from sm_magic.history import printable
 from sm_magic.records import (
     CallRecord,
     JobInfo,
@@ -512,5 +513,5 @@ FROM jobs"""
 
 
 def _clean(row: tuple) -> tuple:
-    fix = lambda v: v.encode("utf-8", "surrogatepass").decode("utf-8", "replace")  # noqa: E731
-    return tuple(fix(v) if isinstance(v, str) else v for v in row)
+    """The row with each lone surrogate stored as one U+FFFD (as the views show it)."""
+    return tuple(printable(v) if isinstance(v, str) else v for v in row)
