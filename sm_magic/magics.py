@@ -13,6 +13,7 @@ import difflib
 import functools
 import keyword
 import re
+import unicodedata
 from pathlib import Path
 from typing import Any
 
@@ -114,7 +115,9 @@ def parse_cell_line(line: str) -> Any:
 
 
 def check_target(name: str, namespace: dict[str, Any]) -> str:
-    """``-o VAR`` must be a plain variable name that hides nothing the notebook relies on."""
+    """``-o VAR`` must be a plain variable name that hides nothing the notebook relies on; returned as
+    Python reads it in code (NFKC: a full-width letter is the plain one)."""
+    name = unicodedata.normalize("NFKC", name)
     if not name.isidentifier() or keyword.iskeyword(name):
         raise UsageError(f"-o/--out needs a variable name (letters, digits, _), not {name!r}.")
     shell = get_ipython()
@@ -200,7 +203,7 @@ class SageMakerMagics(Magics):
         namespace = self.shell.user_ns
         target = values.pop("out", None) or target
         if target:
-            check_target(target, namespace)
+            target = check_target(target, namespace)
         template = cell.strip("\n")
         if not template.strip():
             raise UsageError("The cell is empty: write the prompt in the cell, under %%sagemaker ENDPOINT.")

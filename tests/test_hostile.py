@@ -25,6 +25,13 @@ def test_out_variable_never_hides_ipython_history_names(ip, name):
     assert ip.run_cell("1 + 1").result == 2  # the kernel still works
 
 
+def test_an_out_variable_is_stored_under_the_name_python_reads(ip, local):
+    """-o with a full-width letter was stored where no code could reach it (Python normalises names)."""
+    cell(ip, "tgi --handler tgi -o \uff41ns")
+    assert ip.run_cell("\uff41ns.text").result == "You said: hi"  # as typed in code: the same variable
+    assert ip.user_ns["ans"].text == "You said: hi"
+
+
 def test_docs_name_that_is_neither_a_variable_nor_a_file_is_an_error(ip, local):
     before = sum(local.calls.values())
     with pytest.raises(ConfigError, match=r"No files match 'missing\.md', and no notebook variable"):
