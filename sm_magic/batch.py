@@ -113,6 +113,7 @@ class BatchResult(Sequence[Outcome]):
         self.notes: list[str] = []  # what the user should know about this run
         self.limiter = Limiter(self.concurrency)
         self.settle: Callable[[], None] | None = None  # a worker's wait after its item, its slot given back
+        self.retried: Callable[[], None] | None = None  # told when a retry ends (a job records its status)
         self._ok = self._failed = 0
         self._run: _Run | None = None  # the last run: its calls may still be in flight after a Ctrl-C
         self._flight_note: str | None = None
@@ -218,7 +219,10 @@ class BatchResult(Sequence[Outcome]):
         busy = self._run.running if self._run is not None else set()
         todo = [i for i, o in enumerate(self.outcomes) if not isinstance(o, Result) and i not in busy]
         self._failed -= sum(1 for i in todo if self.outcomes[i] is not None)
-        return self.run(todo)
+        self.run(todo)
+        if self.retried is not None:
+            self.retried()
+        return self
 
     # -- display -------------------------------------------------------------------------------
     def summary(self) -> str:

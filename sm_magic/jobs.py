@@ -147,6 +147,7 @@ class Jobs:
         ask = self.asker(spec, resolved, job_id, lean=True, settle_later=True)
         batch = BatchResult(prompts, ask, workers, progress, label, indexed=True)
         batch.job_id, batch.notes, batch.settle = job_id or None, notes, ask.settle
+        batch.retried = lambda: self._finish(journal, job_id, batch)  # `.retry()` finishing the job: it says so
         if found is not None:
             _load(batch, journal.finished_items(found.id), resolved.endpoint)
         started = time.time()

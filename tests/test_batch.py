@@ -44,6 +44,17 @@ def test_failures_are_kept_per_item_and_retried(session, local):
     assert batch[5] is kept  # finished results were not re-run
 
 
+def test_a_jobs_status_follows_its_retry(ip, local):
+    """A journaled batch that ended partial, then completed by `.retry()`, is `ok` in `%sagemaker jobs`."""
+    local.inject("faulty", Fault("model-error", times=2, message="bad item"))
+    ip.user_ns["items"] = [str(i) for i in range(5)]
+    batch = ip.run_cell_magic("sagemaker", "faulty --handler tgi --batch items --concurrency 1 --yes", "{text}")
+    assert ip.run_line_magic("sagemaker", "jobs").rows[0]["status"] == "partial"
+    batch.retry()
+    assert batch.summary().startswith("5/5 ok")
+    assert ip.run_line_magic("sagemaker", "jobs").rows[0]["status"] == "ok"
+
+
 def test_throttling_slows_the_batch_instead_of_failing_it(local):
     session = Session.local(local.url, max_attempts=5)
     local.inject("faulty", Fault("throttle", times=6))
