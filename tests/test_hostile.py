@@ -63,12 +63,14 @@ def test_a_job_still_running_in_another_kernel_is_not_resumed_twice(ip, local):
     ip.user_ns["items"] = ["a", "b", "c"]
     batch = cell(ip, "tgi --handler tgi --batch items", "Q {text}")
     journal = ip.user_ns["_sm_magics"].runner.journal
-    owner = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    owner = subprocess.Popen([sys.executable, "-c", "import json, time; from sm_magic.records import owner; "
+                              "print(json.dumps(owner()), flush=True); time.sleep(60)"],
+                             stdout=subprocess.PIPE, text=True)
     try:
         with sqlite3.connect(journal.path) as conn:  # the job as a live kernel would have left it
             meta = json.loads(conn.execute("SELECT meta FROM jobs WHERE id = ?", (batch.job_id,)).fetchone()[0])
             conn.execute("UPDATE jobs SET status = 'running', meta = ? WHERE id = ?",
-                         (json.dumps({**meta, "pid": owner.pid}), batch.job_id))
+                         (json.dumps({**meta, **json.loads(owner.stdout.readline())}), batch.job_id))
         before = local.calls["tgi"]
         with pytest.raises(ConfigError, match=f"Job {batch.job_id} is still running in another kernel"):
             ip.run_line_magic("sagemaker", f"resume {batch.job_id} again")
@@ -78,6 +80,7 @@ def test_a_job_still_running_in_another_kernel_is_not_resumed_twice(ip, local):
     finally:
         owner.kill()
         owner.wait()
+        owner.stdout.close()
     assert "stopped (its kernel is gone)" in repr(ip.run_line_magic("sagemaker", "jobs"))
     again = ip.run_line_magic("sagemaker", f"resume {batch.job_id} again")
     assert again.texts == batch.texts and local.calls["tgi"] == before  # all three were finished
