@@ -17,6 +17,7 @@ from sm_magic.local.containers import CONTAINERS
 from sm_magic.local.server import LocalEndpoint
 from sm_magic.session import LOCAL_KEY, LOCAL_SECRET
 
+SERVE_PORT = 8080  # `sm-magic serve`'s port unless --port or the config file says otherwise
 DEFAULT_ENDPOINTS = ["endpoint-name=tgi", "chat=tgi-messages", "lmi=lmi", "embed=tei-embedding"]
 ROOT = Path(__file__).resolve().parent.parent
 QUICKSTART = ROOT / "notebooks" / "01-quickstart.ipynb"
@@ -29,8 +30,10 @@ def _server_config(args: argparse.Namespace) -> ServerConfig:
         raise SystemExit(f"sm-magic serve: {args.config}: {e}") from None
     if args.host:
         config.host = args.host
-    if args.port is not None:
+    if args.port is not None:  # --port, else the config file's port, else serve's usual 8080
         config.port = args.port
+    elif not config.port:
+        config.port = SERVE_PORT if getattr(args, "command", None) == "serve" else 0
     if args.region:
         config.region = args.region
     backend = args.backend
@@ -178,7 +181,8 @@ def main(argv: list[str] | None = None) -> int:
                             ("lab", "JupyterLab on the notebooks, with a local endpoint")):
         p = sub.add_parser(name, help=help_text)
         p.add_argument("--host", help="address to bind (default 127.0.0.1; others only when asked)")
-        p.add_argument("--port", type=int, default=8080 if name == "serve" else 0, help="port (0: any free one)")
+        p.add_argument("--port", type=int, help="port (0: any free one; default: the config file's, else "
+                       + (f"{SERVE_PORT})" if name == "serve" else "any free one)"))
         p.add_argument("--region", help="region the endpoint reports (default us-east-1)")
         p.add_argument("--endpoint", action="append", metavar="NAME=FORMAT[:OPTION...]",
                        help="an endpoint and its container format (repeatable); formats: tgi, tgi-messages, "

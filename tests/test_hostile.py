@@ -150,3 +150,9 @@ def test_serve_adds_command_line_endpoints_to_the_files_and_explains_a_typo(tmp_
     args = argparse.Namespace(config=str(good), host=None, port=0, region=None, backend="deterministic",
                               endpoint=["tgi=tgi"], verify_signatures=False)
     assert [e.name for e in _server_config(args).endpoints] == ["slow", "tgi"]
+    ported = tmp_path / "ported.toml"  # the file's port is used unless --port says otherwise
+    ported.write_text('port = 18123\n[[endpoints]]\nname = "slow"\n')
+    for config, port, expected in ((ported, None, 18123), (good, None, 8080), (ported, 0, 0)):
+        args = argparse.Namespace(config=str(config), host=None, port=port, region=None, backend="deterministic",
+                                  endpoint=None, verify_signatures=False, command="serve")
+        assert _server_config(args).port == expected
