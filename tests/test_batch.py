@@ -79,15 +79,19 @@ def test_a_batch_finds_an_endpoints_capacity_and_stays_under_it():
     assert refused < 30  # climbing straight back to 5 would be refused every ~5 answers: 60 or more
 
 
-def test_ctrl_c_stops_issuing_calls_and_keeps_finished_ones(session, local):
-    before = local.calls["slow"]
-
-    def trigger():  # once a few calls have been answered
-        while local.calls["slow"] < before + 6:
-            time.sleep(0.01)
+def ctrl_c_after(local, endpoint: str, calls: int) -> None:
+    """Ctrl-C (SIGINT to this process) once the endpoint has counted ``calls`` calls."""
+    def trigger():
+        while local.calls[endpoint] < calls:
+            time.sleep(0.005)
         os.kill(os.getpid(), signal.SIGINT)
 
     threading.Thread(target=trigger, daemon=True).start()
+
+
+def test_ctrl_c_stops_issuing_calls_and_keeps_finished_ones(session, local):
+    before = local.calls["slow"]
+    ctrl_c_after(local, "slow", before + 6)
     batch = run_batch(lambda p: invoke(session, "slow", p, TGI), [str(i) for i in range(200)], 2, progress=False)
     assert batch.interrupted
     assert 0 < len(batch.ok) < 200
@@ -103,13 +107,7 @@ def test_a_retry_right_after_ctrl_c_leaves_the_calls_still_in_flight_be(session,
     again (they land in their slots), and the counts must add up (hostile pass: 16 calls, "16/12 ok")."""
     monkeypatch.setattr(batch_module, "SETTLE", 0.0)  # the table at once, the calls still out
     before = local.calls["slow"]
-
-    def trigger():
-        while local.calls["slow"] < before + 4:
-            time.sleep(0.005)
-        os.kill(os.getpid(), signal.SIGINT)
-
-    threading.Thread(target=trigger, daemon=True).start()
+    ctrl_c_after(local, "slow", before + 4)
     batch = run_batch(lambda p: invoke(session, "slow", p, TGI), [str(i) for i in range(40)], 4, progress=False)
     assert batch.interrupted
     batch.retry()
