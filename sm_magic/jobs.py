@@ -95,7 +95,7 @@ class Jobs:
     def __init__(self, runner: Runner):
         self.runner = runner
 
-    def asker(self, spec: CallSpec, resolved: Resolved, job_id: int = 0, lean: bool = False,
+    def asker(self, resolved: Resolved, job_id: int = 0, lean: bool = False,
               settle_later: bool = False) -> Asker:
         """Calls for the items of a job: the same resolution, the session sized for the pool, each
         journaled with the job and its index as it completes. ``lean``: results keep the answer, not
@@ -144,7 +144,7 @@ class Jobs:
                              f"and items), so all {len(prompts)} items were called")
         elif resume:
             notes.append("--resume needs the journal (`%sagemaker config log=on`): all items were called")
-        ask = self.asker(spec, resolved, job_id, lean=True, settle_later=True)
+        ask = self.asker(resolved, job_id, lean=True, settle_later=True)
         batch = BatchResult(prompts, ask, workers, progress, label, indexed=True)
         batch.job_id, batch.notes, batch.settle = job_id or None, notes, ask.settle
         batch.retried = lambda: self._finish(journal, job_id, batch)  # `.retry()` finishing the job: it says so

@@ -11,6 +11,7 @@ content handlers).
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import re
@@ -333,13 +334,5 @@ def model_params(values: Mapping[str, Any]) -> dict[str, Any]:
     """The model parameters among ``values`` (``model_kwargs`` merged under the named ones)."""
     params = dict(values.get("model_kwargs") or {})
     params.update({k: values[k] for k in MODEL_PARAMS if values.get(k) not in (None, [])})
-    return {k: _copied(v) for k, v in params.items()}  # a call's own: r.params changed later changes no cache
-
-
-def _copied(value: Any) -> Any:
-    """Lists and dicts copied all the way down (a parsed cell line and an alias are reused by later calls)."""
-    if isinstance(value, list):
-        return [_copied(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _copied(v) for k, v in value.items()}
-    return value
+    # a call's own: r.params changed later changes neither the parsed cell line nor the alias they came from
+    return {k: copy.deepcopy(v) if isinstance(v, list | dict) else v for k, v in params.items()}

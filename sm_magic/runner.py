@@ -266,7 +266,7 @@ class Runner:
         resolved = self.state.resolve(spec)
         self.check_budget(plan.calls, resolved, plan.describe())
         workers, resolved = self.concurrency_for(resolved, concurrency or resolved.values.get("concurrency"))
-        single = self.jobs.asker(spec, resolved)
+        single = self.jobs.asker(resolved)
 
         def ask(prompt: str) -> Result:
             return single(0, prompt)
