@@ -333,6 +333,11 @@ def lookup(name: str, among: Iterable[Param], what: str) -> Param:
 def model_params(values: Mapping[str, Any]) -> dict[str, Any]:
     """The model parameters among ``values`` (``model_kwargs`` merged under the named ones)."""
     params = dict(values.get("model_kwargs") or {})
-    params.update({k: values[k] for k in MODEL_PARAMS if values.get(k) not in (None, [])})
-    # a call's own: r.params changed later changes neither the parsed cell line nor the alias they came from
+    params.update({k: values[k] for k in MODEL_PARAMS if k in values and values[k] is not None and values[k] != []})
+    return own_copy(params)
+
+
+def own_copy(params: Mapping[str, Any]) -> dict[str, Any]:
+    """A call's own parameters: r.params changed later changes neither the parsed cell line, the alias
+    they came from, nor the next call (lists and dicts copied; scalars shared)."""
     return {k: copy.deepcopy(v) if isinstance(v, list | dict) else v for k, v in params.items()}

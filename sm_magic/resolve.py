@@ -23,7 +23,7 @@ from sm_magic.errors import ConfigError, EndpointNotFound, SageMakerError
 from sm_magic.handlers.base import ContentHandler, Prompt
 from sm_magic.handlers.registry import Registry
 from sm_magic.options import InvokeOptions
-from sm_magic.params import CONFIG_PARAMS, LOCAL_URL, model_params
+from sm_magic.params import CONFIG_PARAMS, LOCAL_URL, model_params, own_copy
 from sm_magic.session import Session, SessionSettings
 
 
@@ -52,6 +52,23 @@ class Resolved:
     prompt: Prompt
     values: dict[str, Any]  # every parameter's effective value
     alias: Alias | None = None
+
+
+@dataclass(frozen=True)
+class _Merged:
+    """A call's values merged (defaults < alias < the call's) and what follows from them alone; kept per
+    distinct call values while the defaults and the alias it was made from are the current ones."""
+
+    defaults: dict[str, Any]
+    alias: Alias | None
+    values: dict[str, Any]
+    options: InvokeOptions
+    params: dict[str, Any]
+    session_changes: dict[str, Any]
+
+
+MERGED_KEPT = 256  # distinct option lines whose merged values are kept
+_SCALARS = frozenset({str, int, float, bool, type(None)})
 
 
 def local_url() -> str:
@@ -114,6 +131,7 @@ class SageMaker(_Defaults):  # type: ignore[misc,valid-type]
         self._sessions: dict[tuple, Session] = {}
         self._lock = threading.Lock()
         self._defaults: dict[str, Any] | None = None
+        self._merged: dict[tuple, _Merged] = {}
 
     # -- defaults ------------------------------------------------------------------------------------
     def defaults(self) -> dict[str, Any]:
@@ -155,14 +173,40 @@ class SageMaker(_Defaults):  # type: ignore[misc,valid-type]
         """Effective values: defaults < alias < this call's; and the alias used, if any."""
         name = endpoint or spec_values.get("endpoint") or self.endpoint
         alias = self.aliases.get(name) if name else None
-        values = dict(self.defaults())
+        return self._values(self.defaults(), alias, name, spec_values), alias
+
+    @staticmethod
+    def _values(defaults: dict[str, Any], alias: Alias | None, name: str | None,
+                spec_values: dict[str, Any]) -> dict[str, Any]:
+        values = dict(defaults)
         if alias:
             values.update(alias.values)
         values.update({k: v for k, v in spec_values.items() if v is not None})
         if alias and "model_kwargs" in alias.values and spec_values.get("model_kwargs"):
             values["model_kwargs"] = {**alias.values["model_kwargs"], **spec_values["model_kwargs"]}
         values["endpoint"] = alias.endpoint if alias else name
-        return values, alias
+        return values
+
+    def _merge(self, spec_values: dict[str, Any]) -> _Merged:
+        """:meth:`values_for` and what follows from the values alone, made once per distinct call values
+        (a cell run again, a loop) and made again when a default or the alias changes."""
+        name = spec_values.get("endpoint") or self.endpoint
+        alias = self.aliases.get(name) if name else None  # re-read if the file changed
+        defaults = self.defaults()
+        plain = all(v.__class__ in _SCALARS for v in spec_values.values())  # never keeps a notebook's objects
+        key = tuple(spec_values.items()) if plain else None
+        kept = self._merged.get(key) if key is not None else None
+        if kept is not None and kept.defaults is defaults and kept.alias is alias:
+            return kept
+        values = self._values(defaults, alias, name, spec_values)
+        changes = alias.session_changes() if alias else {}
+        changes.update({k: spec_values[k] for k in ("region", "profile") if spec_values.get(k)})
+        merged = _Merged(defaults, alias, values, InvokeOptions.from_values(values), model_params(values), changes)
+        if key is not None:
+            if len(self._merged) >= MERGED_KEPT:
+                self._merged.clear()
+            self._merged[key] = merged
+        return merged
 
     # -- sessions and handlers ---------------------------------------------------------------------
     def session_for(self, changes: dict[str, Any]) -> Session:
@@ -224,16 +268,15 @@ class SageMaker(_Defaults):  # type: ignore[misc,valid-type]
 
     # -- resolving ---------------------------------------------------------------------------------------
     def resolve(self, spec: CallSpec) -> Resolved:
-        values, alias = self.values_for(spec.values)
+        merged = self._merge(spec.values)
+        values = dict(merged.values)  # the call's own: nothing downstream changes the kept ones
         endpoint = values["endpoint"]
         if not endpoint:
             raise ConfigError(
                 "No endpoint given. Name one (`%%sagemaker my-endpoint`), set a default with "
                 "`%sagemaker config endpoint=NAME`, or list them with `%sagemaker endpoints`."
             )
-        changes = alias.session_changes() if alias else {}
-        changes.update({k: spec.values[k] for k in ("region", "profile") if spec.values.get(k)})
-        session = self.session_for(changes)
+        session = self.session_for(merged.session_changes)
         handler = self.handler_for(session, endpoint, values.get("handler") or "auto")
         prompt = spec.prompt
         if values.get("chat"):
@@ -241,8 +284,8 @@ class SageMaker(_Defaults):  # type: ignore[misc,valid-type]
                 raise ConfigError(f"--chat needs a messages-API handler (tgi-messages, lmi-chat, llama2-chat); "
                                   f"'{handler.name}' takes plain prompts.")
             prompt = [*self.chats.get(endpoint, []), {"role": "user", "content": str(spec.prompt)}]
-        options = InvokeOptions.from_values(values)
-        return Resolved(session, endpoint, handler, model_params(values), options, prompt, values, alias)
+        return Resolved(session, endpoint, handler, own_copy(merged.params), merged.options, prompt, values,
+                        merged.alias)
 
     def remember_chat(self, resolved: Resolved, answer: str) -> None:
         if resolved.values.get("chat"):

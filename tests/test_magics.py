@@ -18,6 +18,7 @@ from IPython.utils.capture import capture_output
 from sm_magic.batch import BatchResult
 from sm_magic.errors import ConfigError, EndpointNotFound, ModelError, SageMakerError, StreamError
 from sm_magic.local import Fault
+from sm_magic.resolve import CallSpec
 from sm_magic.result import Result
 from tests.conftest import SEED_CONTEXT, SEED_PROMPT, cell, line, runner
 
@@ -278,6 +279,25 @@ def test_aliases_persist_and_reload_in_a_new_shell(ip, tmp_path):
     assert [r["alias"] for r in line(ip, "alias list")[0].rows] == ["qa"]
     line(ip, "alias remove qa")
     assert line(ip, "alias list")[0].rows == []
+
+
+def test_a_cell_run_again_follows_what_changed_between_runs(ip, tmp_path):
+    """The same options line resolves to what is current: an alias another kernel rewrote, a default set
+    with %config, a new session (the merged values are kept per line, never past a change)."""
+    line(ip, "alias add short tgi --max-new-tokens 3")
+    first, _ = cell(ip, "short", "hi")
+    assert first.params["max_new_tokens"] == 3 and first.endpoint == "tgi"
+    ini = tmp_path / "endpoints.ini"
+    ini.write_text(ini.read_text().replace("= 3", "= 12"))  # as another kernel would
+    again, _ = cell(ip, "short", "hi")
+    assert again.params["max_new_tokens"] == 12
+    ip.run_line_magic("config", "SageMaker.temperature = 0.25")
+    warmer, _ = cell(ip, "short", "hi")
+    assert warmer.params == {"max_new_tokens": 12, "temperature": 0.25}
+    before = state(ip).session
+    line(ip, f"session --local {before.settings.endpoint_url}")
+    assert state(ip).session is not before
+    assert state(ip).resolve(CallSpec("hi", {"endpoint": "short"})).session is state(ip).session
 
 
 def test_history_records_calls_and_can_be_stored(ip, local):
