@@ -114,6 +114,8 @@ def _json(value: Any, name: str) -> str | None:
     later; the row keeps what was sent). Settings, sessions or credentials objects are refused."""
     if value is None:
         return None
+    if value.__class__ is dict and not value:  # most calls: no parameters, no options
+        return "{}"
     if not isinstance(value, dict | Mapping):  # a dict is answered without asking the Mapping ABC
         raise TypeError(f"CallRecord.{name} must be a mapping (plain values only), not {type(value).__name__}")
     try:

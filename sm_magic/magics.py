@@ -191,7 +191,6 @@ class SageMakerMagics(Magics):
 
     # -- cell ----------------------------------------------------------------------------------------
     def _cell(self, line: str, cell: str) -> Any:
-        from sm_magic.commands import Context
         from sm_magic.display import LiveText
         from sm_magic.resolve import CallSpec
 
@@ -207,15 +206,14 @@ class SageMakerMagics(Magics):
         template = cell.strip("\n")
         if not template.strip():
             raise UsageError("The cell is empty: write the prompt in the cell, under %%sagemaker ENDPOINT.")
-        ctx = Context(self.state, self.runner, self.shell)
         if "docs" in values:  # a notebook variable, else files: a name that is neither is an error, not text
             name = values["docs"]
             values["docs"] = namespace[name] if name in namespace else Path(name).expanduser()
         if "template" in values:  # a variable, or the template itself
             name = values["template"]
-            values["template"] = name if "{" in name and name not in namespace else ctx.value(name, "Template")
+            values["template"] = name if "{" in name and name not in namespace else self._variable(name, "Template")
         if "batch" in values:
-            values.update(batch=ctx.value(values["batch"], "Batch variable"), namespace=namespace)
+            values.update(batch=self._variable(values["batch"], "Batch variable"), namespace=namespace)
         prompt = template if values.get("no_interpolate") or "batch" in values else _fill(template, namespace)
         live = LiveText(shell=self.shell)
         try:
@@ -229,6 +227,12 @@ class SageMakerMagics(Magics):
                 self._keep(partial, target)
             raise
         return self._show(result, target, values.get("format"), live)
+
+    def _variable(self, name: str, what: str) -> Any:
+        """A notebook variable the options name (did-you-mean when it does not exist)."""
+        from sm_magic.commands import Context
+
+        return Context(self.state, self.runner, self.shell).value(name, what)
 
     def _keep(self, result: Any, target: str | None) -> None:
         self.runner.last = result

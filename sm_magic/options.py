@@ -9,6 +9,7 @@ from sm_magic.errors import ConfigError
 from sm_magic.params import INVOKE_PARAMS
 
 _BY_BOTO = {p.boto: p for p in INVOKE_PARAMS}
+_BY_NAME = {p.name: p for p in INVOKE_PARAMS}
 
 
 class _InvokeHeaders:
@@ -33,19 +34,19 @@ class _InvokeHeaders:
         return type(self)(**{f.name: getattr(other, f.name) or getattr(self, f.name) for f in fields(self)})
 
     def set(self) -> dict[str, str]:
-        """The options that have a value."""
-        return {p.name: getattr(self, p.name) for p in INVOKE_PARAMS if getattr(self, p.name)}
+        """The options that have a value (in the table's order; most calls: none)."""
+        return {name: value for name, value in vars(self).items() if value}
 
     def headers(self, stream: bool) -> dict[str, str]:
-        return {p.header: str(getattr(self, p.name)) for p in INVOKE_PARAMS
-                if getattr(self, p.name) and (p.streams or not stream)}
+        return {_BY_NAME[name].header: str(value) for name, value in vars(self).items()
+                if value and (_BY_NAME[name].streams or not stream)}
 
     def boto_kwargs(self, stream: bool) -> dict[str, str]:
         out = {}
-        for p in INVOKE_PARAMS:
-            value = getattr(self, p.name)
+        for name, value in vars(self).items():
             if not value:
                 continue
+            p = _BY_NAME[name]
             if stream and not p.streams:
                 raise ConfigError(f"{p.option} cannot be used when streaming "
                                   "(InvokeEndpointWithResponseStream has no such parameter).")

@@ -20,9 +20,11 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from sm_magic.batch import BatchResult, ItemError, batch_prompts, return_large_frees
+from sm_magic.calls import invoke, stream
 from sm_magic.errors import ConfigError, SageMakerError, ValidationFailed
 from sm_magic.history import HISTORY_LIMIT, KEPT_PROMPT, HistoryEntry, printable, settings_of
 from sm_magic.jobs import Jobs
+from sm_magic.records import CallRecord
 from sm_magic.resolve import CallSpec, Resolved, SageMaker
 from sm_magic.result import Result
 
@@ -76,13 +78,13 @@ class Runner:
     @property
     def journal(self) -> Any:
         """The call journal under the sm_magic home (opened on first use; a disabled one when ``log`` is off)."""
-        from sm_magic.journal import FILENAME, Journal
-        from sm_magic.records import home
-
         key = (self.state.home, os.environ.get("SM_MAGIC_HOME"), bool(self.state.log))
         current = self._journal
         if current is not None and self._journal_key == key:
             return current
+        from sm_magic.journal import FILENAME, Journal
+        from sm_magic.records import home
+
         path = (Path(self.state.home).expanduser() if self.state.home else home()) / FILENAME
         with self._lock:
             current = self._journal
@@ -113,11 +115,8 @@ class Runner:
         resolved = self.state.resolve(spec)
         if self.asynchronous(resolved):
             return self.jobs.call_async(spec)
-        stream = v.get("stream")
-        if stream is None:
-            stream = self.state.stream
         try:
-            if stream:
+            if resolved.values.get("stream"):  # the cell's flag, else the configured default
                 return self.stream(spec, live, resolved)
             return self.call(spec, resolved=resolved)
         except ValidationFailed:  # a real-time call to an async endpoint is refused: take the async path
@@ -134,8 +133,6 @@ class Runner:
     # -- calls -------------------------------------------------------------------------------------------
     def call(self, spec: CallSpec, *, dry_run: bool = False, resolved: Resolved | None = None) -> Result:
         """One non-streamed call; recorded (errors too). ``resolved``: the spec, already resolved."""
-        from sm_magic.calls import invoke
-
         resolved = resolved or self.state.resolve(spec)
         started = time.time()
         try:
@@ -154,8 +151,6 @@ class Runner:
 
         An error is raised after the call is recorded, with the partial Result on ``error.result``.
         """
-        from sm_magic.calls import stream
-
         resolved = resolved or self.state.resolve(spec)
         started = time.time()
         s = stream(resolved.session, resolved.endpoint, resolved.prompt, resolved.handler, resolved.params,
@@ -209,8 +204,6 @@ class Runner:
 
     def _journal_call(self, spec: CallSpec, resolved: Resolved, started: float, result: Result | None,
                       error: SageMakerError | None, job: tuple[int, int] | None, prompt: str) -> None:
-        from sm_magic.records import CallRecord
-
         record = CallRecord(
             resolved.endpoint, printable(prompt), status="error" if error else (result.status if result else "error"),
             answer=result.text if result else None, handler=resolved.handler.name,
