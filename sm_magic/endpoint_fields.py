@@ -56,7 +56,7 @@ class EndpointFields(BaseModel):
 
     def target(self) -> Target:
         """Session, handler and headers, made on the first call and reused (one client per object)."""
-        target = self._target
+        target = self.__pydantic_private__.get("_target")  # not self._target: pydantic's __getattr__ per call
         if target is None:
             session = self.session or Session(
                 SessionSettings(profile=self.credentials_profile_name, region=self.region_name,
