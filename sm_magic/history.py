@@ -22,7 +22,7 @@ def printable(text: str) -> str:
     return _SURROGATE.sub("\ufffd", text) if text and not text.isascii() else text
 
 
-@dataclass
+@dataclass(slots=True)
 class HistoryEntry:
     """A bounded summary of one call (never the whole prompt or answer)."""
 

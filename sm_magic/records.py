@@ -76,7 +76,7 @@ def fingerprint(endpoint: str, template: str | None, params: Mapping[str, Any] |
     return digest.hexdigest()
 
 
-@dataclass
+@dataclass(slots=True)
 class CallRecord:
     """One finished call. Rows read back have ``id`` set; ``time`` is when the call started (epoch s)."""
 

@@ -27,7 +27,7 @@ from sm_magic.params import CONFIG_PARAMS, LOCAL_URL, model_params, own_copy
 from sm_magic.session import Session, SessionSettings
 
 
-@dataclass
+@dataclass(slots=True)
 class CallSpec:
     """One call as the user asked for it: the prompt and the parameter values given for this call."""
 
@@ -40,7 +40,7 @@ class CallSpec:
         return default if value is None else value
 
 
-@dataclass
+@dataclass(slots=True)
 class Resolved:
     """A call ready to send: which session, endpoint, handler, parameters, headers."""
 
@@ -54,7 +54,7 @@ class Resolved:
     alias: Alias | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _Merged:
     """A call's values merged (defaults < alias < the call's) and what follows from them alone; kept per
     distinct call values while the defaults and the alias it was made from are the current ones."""

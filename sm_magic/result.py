@@ -12,7 +12,7 @@ SOURCE_WORDS = 80  # characters of each source shown
 BODY_SHOWN = 20_000  # characters of a request body a dry run shows
 
 
-@dataclass
+@dataclass(slots=True)
 class Request:
     """The exact request: what a dry run shows and what a Result remembers."""
 
