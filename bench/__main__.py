@@ -81,7 +81,7 @@ def measure(quick: bool) -> str:
     server = m.servers(quick)
     header = note(server)
     parts = [  # each a group of rows; one that fails is reported as such and the rest still run
-        ("per call", lambda: m.per_call(server, 4 * repeat)),  # blocks in turn: µs differences need many calls
+        ("per call", lambda: m.per_call(server, 10 * repeat)),  # blocks in turn: µs differences need many calls
         ("jupyter-ai", lambda: m.jupyter_ai(server, repeat, JUPYTER_AI_VENV)),
         ("journal per call", lambda: scale.journal_per_call(server, 4 * repeat)),
         ("%load_ext", lambda: startup.load_ext(2 if quick else 10)),

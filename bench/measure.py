@@ -78,6 +78,12 @@ def in_blocks(contenders: dict[str, Callable[[], object]], calls: int, block: in
     return times
 
 
+def paired(values: list[float], base: list[float]) -> float:
+    """The median of the per-round differences of two contenders' blocks: a drift of the machine during
+    the run moves both blocks of a round, and cancels."""
+    return statistics.median(v - b for v, b in zip(values, base, strict=True))
+
+
 def ms(values: list[float]) -> tuple[str, str]:
     return f"{statistics.median(values) * 1000:.3f} ms", f"{min(values) * 1000:.3f}–{max(values) * 1000:.3f}"
 
@@ -174,13 +180,14 @@ def per_call(server: RemoteEndpoint, repeat: int) -> list[Row]:
         community = CommunityEndpoint(endpoint_name="fast", client=raw, content_handler=peer_handler(COMMUNITY))
         contenders["langchain_community SagemakerEndpoint.invoke"] = lambda: community.invoke("hi")
     results = in_blocks(contenders, repeat)
-    base = statistics.median(results["raw boto3 invoke_endpoint"])
+    raw_times = results["raw boto3 invoke_endpoint"]
+    base = statistics.median(raw_times)
     rows = []
     for name, values in results.items():
         median, spread = ms(values)
-        overhead = (statistics.median(values) - base) * 1e6
-        rows.append(Row("per call", name, median, spread, f"{statistics.median(values) / base:.3f}×",
-                        f"{overhead:+.0f} µs" if name != "raw boto3 invoke_endpoint" else "baseline"))
+        overhead = paired(values, raw_times)
+        rows.append(Row("per call", name, median, spread, f"{1 + overhead / base:.3f}×",
+                        f"{overhead * 1e6:+.0f} µs" if name != "raw boto3 invoke_endpoint" else "baseline"))
     for peer in ("langchain-aws", "langchain_community"):
         if not any(peer in r.what for r in rows):
             rows.append(Row("per call", f"{peer} SagemakerEndpoint.invoke", "not installed"))
