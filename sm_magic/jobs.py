@@ -23,8 +23,18 @@ if TYPE_CHECKING:
     from sm_magic.runner import Runner
 
 
-DURABLE_AFTER = COMMIT_DELAY  # job items slower than the journal's group commit wait for their own commit
+DURABLE_AFTER = COMMIT_DELAY  # job items slower than the journal's group commit wait for their own commit...
+OUTLIER = 3.0  # ...when the endpoint's calls typically take that long, or this one took 3× the typical
 KEPT_PROMPTS = 20_000_000  # characters of a batch's prompts kept with its job, so `resume JOB` needs no cell
+
+
+def worth_a_wait(latency: float, typical: float) -> bool:
+    """Whether a finished item is costly enough that its worker waits for its commit before the next.
+
+    A slow endpoint's items are (a kill -9 then repeats only the calls in flight), and so is a long
+    outlier on a fast one; an item that took 20 ms only because the client's threads were busy (a fast
+    endpoint under a large batch) is not: redoing it costs the endpoint next to nothing, waiting costs the batch."""
+    return latency >= DURABLE_AFTER and (typical >= DURABLE_AFTER or latency >= OUTLIER * typical)
 
 
 class Asker:
@@ -44,6 +54,7 @@ class Asker:
         self._invoke = invoke
         self._flush = runner.journal.flush if record is not None else None  # the journal the rows go to
         self._unsettled = threading.local()  # this worker's last item is slow and not yet committed
+        self._typical: float | None = None  # the job's usual latency (a moving average over its items)
 
     def __call__(self, index: int, prompt: str) -> Result:
         r = self.resolved
@@ -55,7 +66,7 @@ class Asker:
         except SageMakerError as e:
             error = e
         if self.record is not None:
-            slow = bool(self.job_id and result and result.latency >= DURABLE_AFTER)
+            slow = bool(self.job_id and result and worth_a_wait(result.latency, self._usual(result.latency)))
             self._journal(prompt, result, error, index, started, durable=slow and not self.settle_later)
             if slow and self.settle_later:
                 self._unsettled.item = True
@@ -65,6 +76,12 @@ class Asker:
         if self.lean:
             result.request = result.body = None
         return result
+
+    def _usual(self, latency: float) -> float:
+        """The job's typical latency, this item counted (threads race on a float: harmless)."""
+        typical = self._typical
+        typical = self._typical = latency if typical is None else 0.9 * typical + 0.1 * latency
+        return typical
 
     def _journal(self, prompt: str, result: Result | None, error: SageMakerError | None, index: int,
                  started: float, durable: bool) -> None:

@@ -145,3 +145,32 @@ def test_item_error_text():
 
     error = ItemError(3, "x", Throttled("slow down"))
     assert str(error).startswith("#3: Throttled: slow down")
+
+
+@pytest.mark.parametrize(("endpoint", "delays", "waits"), [
+    ("tgi", [0.001, 0.001, 0.3], 1),  # a fast endpoint: its long outlier waits for its commit
+    ("tgi", [0.015, 0.015, 0.015, 0.028, 0.015], 0),  # over 20 ms, not far over the usual: no wait
+    ("slow", [], 6),  # a 50 ms endpoint: every item does (a kill -9 repeats only the calls in flight)
+])
+def test_a_batch_waits_for_the_commit_of_costly_items_only(ip, local, monkeypatch, endpoint, delays, waits):
+    from sm_magic.journal import Journal
+
+    flushes = []
+    flush = Journal.flush
+    monkeypatch.setattr(Journal, "flush", lambda self: (flushes.append(1), flush(self))[1])
+    ip.user_ns["items"] = [f"item {i}" for i in range(6)]
+    ip.run_cell_magic("sagemaker", "tgi --batch items --concurrency 1 --yes", "{text}")  # the journal: open
+    flushes.clear()
+    local.inject(endpoint, *(Fault("latency", seconds=s) for s in delays))
+    batch = ip.run_cell_magic("sagemaker", f"{endpoint} --handler tgi --batch items --concurrency 1 --yes", "Q {text}")
+    assert len(batch.ok) == 6
+    assert len(flushes) == waits
+
+
+def test_costly_means_a_slow_endpoint_or_an_outlier_not_a_busy_client():
+    from sm_magic.jobs import worth_a_wait
+
+    assert not worth_a_wait(0.019, 1.0)  # under the group commit's wait: never
+    assert worth_a_wait(0.021, 0.05)  # a slow endpoint's item
+    assert worth_a_wait(0.3, 0.002)  # a long answer on a fast endpoint
+    assert not worth_a_wait(0.025, 0.011)  # 16 busy threads on a 0 ms endpoint: the client's own queueing
