@@ -193,8 +193,8 @@ class SageMaker(_Defaults):  # type: ignore[misc,valid-type]
         name = spec_values.get("endpoint") or self.endpoint
         alias = self.aliases.get(name) if name else None  # re-read if the file changed
         defaults = self.defaults()
-        plain = all(v.__class__ in _SCALARS for v in spec_values.values())  # never keeps a notebook's objects
-        key = tuple(spec_values.items()) if plain else None
+        classes = tuple(v.__class__ for v in spec_values.values())  # 1 and 1.0 and True are not one value here
+        key = (tuple(spec_values.items()), classes) if _SCALARS.issuperset(classes) else None  # nothing else kept
         kept = self._merged.get(key) if key is not None else None
         if kept is not None and kept.defaults is defaults and kept.alias is alias:
             return kept

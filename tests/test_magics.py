@@ -298,6 +298,8 @@ def test_a_cell_run_again_follows_what_changed_between_runs(ip, tmp_path):
     line(ip, f"session --local {before.settings.endpoint_url}")
     assert state(ip).session is not before
     assert state(ip).resolve(CallSpec("hi", {"endpoint": "short"})).session is state(ip).session
+    sent = [state(ip).resolve(CallSpec("hi", {"endpoint": "tgi", "seed": v})).params["seed"] for v in (1, 1.0, True)]
+    assert [type(v) for v in sent] == [int, float, bool]  # equal keys, yet each call sends its own value
 
 
 def test_history_records_calls_and_can_be_stored(ip, local):
