@@ -333,8 +333,13 @@ def lookup(name: str, among: Iterable[Param], what: str) -> Param:
 def model_params(values: Mapping[str, Any]) -> dict[str, Any]:
     """The model parameters among ``values`` (``model_kwargs`` merged under the named ones)."""
     params = dict(values.get("model_kwargs") or {})
-    params.update({k: values[k] for k in MODEL_PARAMS if k in values and values[k] is not None and values[k] != []})
+    params.update({k: values[k] for k in MODEL_PARAMS if k in values and not unset(values[k])})
     return own_copy(params)
+
+
+def unset(value: Any) -> bool:
+    """None, or an empty text, list or dict (asked by type: a numpy number compared with [] is an array)."""
+    return value is None or (value.__class__ in (str, list, dict) and not value)
 
 
 def own_copy(params: Mapping[str, Any]) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from sm_magic.errors import ConfigError, EndpointNotFound, SageMakerError
 from sm_magic.handlers.base import ContentHandler, Prompt
 from sm_magic.handlers.registry import Registry
 from sm_magic.options import InvokeOptions
-from sm_magic.params import CONFIG_PARAMS, LOCAL_URL, model_params, own_copy
+from sm_magic.params import CONFIG_PARAMS, LOCAL_URL, model_params, own_copy, unset
 from sm_magic.session import Session, SessionSettings
 
 
@@ -62,13 +62,14 @@ class _Merged:
     defaults: dict[str, Any]
     alias: Alias | None
     values: dict[str, Any]
-    options: InvokeOptions
+    options: dict[str, Any]  # the invoke options that are set (each call gets its own InvokeOptions)
     params: dict[str, Any]
     session_changes: dict[str, Any]
 
 
 MERGED_KEPT = 256  # distinct option lines whose merged values are kept
 _SCALARS = frozenset({str, int, float, bool, type(None)})
+_OBJECTS = frozenset({"docs", "batch", "template", "namespace"})  # values that are a notebook's objects
 
 
 def local_url() -> str:
@@ -122,6 +123,10 @@ class SageMaker(_Defaults):  # type: ignore[misc,valid-type]
     history_version = Int(0, help="Bumped when the call history changes (views observe it, paced).")
 
     def __init__(self, aliases: AliasStore | None = None, session: Session | None = None, **kwargs: Any):
+        self._lock = threading.Lock()  # before the traits are set: their observer takes it
+        self._defaults: dict[str, Any] | None = None
+        self._defaults_version = 0  # bumped by every change: a dict read before one is not kept
+        self._merged: dict[tuple, _Merged] = {}
         super().__init__(session=session or session_from_environment(), **kwargs)
         self.registry = Registry()
         self.aliases = aliases or AliasStore()
@@ -129,21 +134,25 @@ class SageMaker(_Defaults):  # type: ignore[misc,valid-type]
         self._detected: dict[tuple[int, str], Any] = {}
         self._async: dict[tuple[int, str], bool] = {}
         self._sessions: dict[tuple, Session] = {}
-        self._lock = threading.Lock()
-        self._defaults: dict[str, Any] | None = None
-        self._merged: dict[tuple, _Merged] = {}
 
     # -- defaults ------------------------------------------------------------------------------------
     def defaults(self) -> dict[str, Any]:
         """The configured value of every configurable parameter that has one (cached until one changes)."""
-        if self._defaults is None:
-            values = {p.name: getattr(self, p.name) for p in CONFIG_PARAMS}
-            self._defaults = {k: v for k, v in values.items() if v not in (None, "", [], {})}
-        return self._defaults
+        current = self._defaults
+        if current is None:
+            version = self._defaults_version
+            current = {p.name: value for p in CONFIG_PARAMS if not unset(value := getattr(self, p.name))}
+            with self._lock:  # a change made while this was read (another thread) wins
+                if version == self._defaults_version:
+                    self._defaults = current
+        return current
 
     @observe(*(p.name for p in CONFIG_PARAMS))
     def _default_changed(self, change: Any) -> None:
-        self._defaults = None
+        with self._lock:
+            self._defaults_version += 1
+            self._defaults = None
+            self._merged.clear()  # nothing keeps a replaced default alive
 
     @validate("handler", "home")
     def _usable(self, proposal: Any) -> Any:
@@ -194,18 +203,22 @@ class SageMaker(_Defaults):  # type: ignore[misc,valid-type]
         alias = self.aliases.get(name) if name else None  # re-read if the file changed
         defaults = self.defaults()
         classes = tuple(v.__class__ for v in spec_values.values())  # 1 and 1.0 and True are not one value here
-        key = (tuple(spec_values.items()), classes) if _SCALARS.issuperset(classes) else None  # nothing else kept
+        key = (tuple(spec_values.items()), classes) if _SCALARS.issuperset(classes) and \
+            _OBJECTS.isdisjoint(spec_values) else None
         kept = self._merged.get(key) if key is not None else None
         if kept is not None and kept.defaults is defaults and kept.alias is alias:
             return kept
         values = self._values(defaults, alias, name, spec_values)
         changes = alias.session_changes() if alias else {}
         changes.update({k: spec_values[k] for k in ("region", "profile") if spec_values.get(k)})
-        merged = _Merged(defaults, alias, values, InvokeOptions.from_values(values), model_params(values), changes)
-        if key is not None:
-            if len(self._merged) >= MERGED_KEPT:
-                self._merged.clear()
-            self._merged[key] = merged
+        merged = _Merged(defaults, alias, values, InvokeOptions.from_values(values).set(), model_params(values),
+                         changes)
+        if key is not None and all(v.__class__ in _SCALARS for v in values.values()):  # a list or dict: it
+            with self._lock:  # could be changed in place (a default's, an alias's), so it is read every call
+                if len(self._merged) >= MERGED_KEPT:
+                    self._merged.clear()
+                if defaults is self._defaults:
+                    self._merged[key] = merged
         return merged
 
     # -- sessions and handlers ---------------------------------------------------------------------
@@ -284,8 +297,8 @@ class SageMaker(_Defaults):  # type: ignore[misc,valid-type]
                 raise ConfigError(f"--chat needs a messages-API handler (tgi-messages, lmi-chat, llama2-chat); "
                                   f"'{handler.name}' takes plain prompts.")
             prompt = [*self.chats.get(endpoint, []), {"role": "user", "content": str(spec.prompt)}]
-        return Resolved(session, endpoint, handler, own_copy(merged.params), merged.options, prompt, values,
-                        merged.alias)
+        return Resolved(session, endpoint, handler, own_copy(merged.params), InvokeOptions(**merged.options), prompt,
+                        values, merged.alias)
 
     def remember_chat(self, resolved: Resolved, answer: str) -> None:
         if resolved.values.get("chat"):

@@ -302,6 +302,52 @@ def test_a_cell_run_again_follows_what_changed_between_runs(ip, tmp_path):
     assert [type(v) for v in sent] == [int, float, bool]  # equal keys, yet each call sends its own value
 
 
+def test_kept_settings_never_hold_a_notebooks_objects_nor_miss_a_change_in_place(ip):
+    import sys
+    import weakref
+
+    st = state(ip)
+    ip.user_ns["report"] = report = "Peter stayed 3 days. " * 10_000
+    held = sys.getrefcount(report)
+    cell(ip, "tgi --docs report --dry-run", "How long?")
+    ip.user_ns["_sm_magics"].runner.last = None
+    assert sys.getrefcount(report) == held  # --docs text: looked up per call, never kept
+    old = type("Defaults", (dict,), {})(top_k=5)
+    gone = weakref.ref(old)
+    st.model_kwargs = old
+    assert st.resolve(CallSpec("hi", {"endpoint": "tgi", "max_new_tokens": 2})).params == {
+        "top_k": 5, "max_new_tokens": 2}
+    st.model_kwargs["top_k"] = 50  # changed in place: no trait event, still sent
+    assert cell(ip, "tgi --max-new-tokens 2", "hi")[0].params == {"top_k": 50, "max_new_tokens": 2}
+    ip.user_ns["_sm_magics"].runner.history.clear()  # the history keeps each call's settings
+    st.model_kwargs = {}
+    st.resolve(CallSpec("hi", {"endpoint": "tgi"}))
+    del old
+    assert gone() is None  # a replaced default is not kept alive by what was merged from it
+    first = st.resolve(CallSpec("hi", {"endpoint": "tgi"}))
+    first.options.custom_attributes = "mine-only"
+    assert cell(ip, "tgi", "hi")[0].request.headers == {}  # each call its own options
+
+
+def test_a_numpy_number_from_the_notebook_is_a_usable_setting(ip):
+    ip.run_cell("import numpy as np; temps = np.linspace(0.1, 0.9, 3)")
+    ip.run_line_magic("config", "SageMaker.temperature = temps[1]")
+    value, _ = cell(ip, "tgi", "hi")
+    assert value.params == {"temperature": 0.5}
+
+
+def test_an_alias_file_put_back_with_its_old_size_and_time_is_read_again(ip, tmp_path):
+    line(ip, "alias add short tgi --max-new-tokens 3")
+    ini = tmp_path / "endpoints.ini"
+    assert cell(ip, "short", "hi")[0].params["max_new_tokens"] == 3
+    before = ini.stat()
+    copy = tmp_path / "copy.ini"
+    copy.write_text(ini.read_text().replace("= 3", "= 7"))  # same size
+    os.utime(copy, ns=(before.st_atime_ns, before.st_mtime_ns))  # as cp -p or rsync -t keep it
+    os.replace(copy, ini)
+    assert cell(ip, "short", "hi")[0].params["max_new_tokens"] == 7
+
+
 def test_history_records_calls_and_can_be_stored(ip, local):
     cell(ip, "tgi", "first prompt")
     local.inject("faulty", Fault("model-error"))
