@@ -80,15 +80,15 @@ class AliasStore:
         self._aliases: dict[str, Alias] = {}
         self.problems: dict[str, str] = {}  # alias name → what is wrong with it
         self._shown: set[str] = set()
-        self._read_stamp: tuple[int, int] | None = None
+        self._read_stamp: tuple[int, ...] | None = None
         self.reload()
 
-    def _stamp(self) -> tuple[int, int] | None:
+    def _stamp(self) -> tuple[int, ...] | None:
         try:
             stat = os.stat(self._where)  # every call looks: no pathlib on the way
         except OSError:
-            return None
-        return stat.st_mtime_ns, stat.st_size
+            return None  # a file put back with its old time (cp -p) is a new inode or a new ctime
+        return stat.st_mtime_ns, stat.st_size, stat.st_ino, stat.st_ctime_ns
 
     def fresh(self) -> AliasStore:
         """Re-read if another kernel changed the file since the last read (one stat call)."""
