@@ -78,9 +78,12 @@ class Asker:
         return result
 
     def _usual(self, latency: float) -> float:
-        """The job's typical latency, this item counted (threads race on a float: harmless)."""
+        """The job's typical latency before this item (the first: its own); this item then counts in it
+        (threads race on a float: harmless)."""
         typical = self._typical
-        typical = self._typical = latency if typical is None else 0.9 * typical + 0.1 * latency
+        if typical is None:
+            typical = latency
+        self._typical = 0.9 * typical + 0.1 * latency
         return typical
 
     def _journal(self, prompt: str, result: Result | None, error: SageMakerError | None, index: int,

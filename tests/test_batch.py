@@ -150,6 +150,7 @@ def test_item_error_text():
 @pytest.mark.parametrize(("endpoint", "delays", "waits"), [
     ("tgi", [0.001, 0.001, 0.3], 1),  # a fast endpoint: its long outlier waits for its commit
     ("tgi", [0.015, 0.015, 0.015, 0.028, 0.015], 0),  # over 20 ms, not far over the usual: no wait
+    ("tgi", [0.01, 0.01, 0.01, 0.045, 0.01], 1),  # over 3× the usual before it: a wait
     ("slow", [], 6),  # a 50 ms endpoint: every item does (a kill -9 repeats only the calls in flight)
 ])
 def test_a_batch_waits_for_the_commit_of_costly_items_only(ip, local, monkeypatch, endpoint, delays, waits):
