@@ -54,7 +54,7 @@ def settings_of(values: dict[str, Any]) -> dict[str, Any]:
 
 @functools.cache
 def _kept_names() -> frozenset[str]:
-    from sm_magic.params import BY_NAME
+    from sm_magic.params import BY_NAME, VARIABLE_PARAMS
 
-    return frozenset(BY_NAME) - {"docs", "batch", "template"}
+    return frozenset(BY_NAME) - VARIABLE_PARAMS
 

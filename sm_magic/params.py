@@ -83,6 +83,7 @@ class Param:
     boto: str = ""  # invoke headers: boto3 parameter
     streams: bool = True  # invoke headers: allowed on InvokeEndpointWithResponseStream
     max_length: int | None = None  # invoke headers: SageMaker's limit, in characters
+    variable: bool = False  # names a notebook variable: the view passes the object on, not the name
 
     @property
     def option(self) -> str:
@@ -242,8 +243,9 @@ PARAMS: tuple[Param, ...] = (
     P("role_arn", SESSION, "str", "assume this role", flag=False, alias=True),
     P("endpoint_url", SESSION, "str", "runtime URL (VPC endpoint, local server)", flag=False, alias=True),
     # document QA
-    P("docs", QA, "str", "answer the cell's question from these documents", metavar="VAR|GLOB"),
-    P("template", QA, "str", "QA template (string or PromptTemplate) with {context} and {question}", metavar="VAR"),
+    P("docs", QA, "str", "answer the cell's question from these documents", variable=True, metavar="VAR|GLOB"),
+    P("template", QA, "str", "QA template (string or PromptTemplate) with {context} and {question}",
+      variable=True, metavar="VAR"),
     P("mode", QA, "str", "QA mode", choices=("auto", "stuff", "map-reduce", "refine", "retrieve")),
     P("retrieve", QA, "int", "retrieval QA: send only the K chunks most similar to the question", low=1, high=100,
       metavar="K", alias=True),
@@ -255,7 +257,8 @@ PARAMS: tuple[Param, ...] = (
     P("context_tokens", QA, "int", "the endpoint's context size for QA (tokens)", default=2048, low=64,
       alias=True, config=True),
     # batches
-    P("batch", BATCH, "str", "run the cell once per item of VAR (list, records or DataFrame)", metavar="VAR"),
+    P("batch", BATCH, "str", "run the cell once per item of VAR (list, records or DataFrame)", variable=True,
+      metavar="VAR"),
     P("column", BATCH, "str", "batch: the field of each record to fill {text} (default: the whole item)"),
     P("concurrency", BATCH, "int", "batch and QA map: calls in flight", default=8, low=1, high=256, config=True),
     P("max_calls", BATCH, "int", "a batch or QA run above this many calls asks for --yes first", default=200, low=1,
@@ -310,6 +313,7 @@ MODEL_PARAMS = tuple(p.name for p in PARAMS if p.section == MODEL and p.type != 
 INVOKE_PARAMS = tuple(p for p in PARAMS if p.section == INVOKE)
 CONFIG_PARAMS = tuple(p for p in (*SETTINGS, *PARAMS) if p.config)
 ALIAS_PARAMS = tuple(p for p in PARAMS if p.alias)
+VARIABLE_PARAMS = frozenset(p.name for p in PARAMS if p.variable)
 
 
 def closest(name: str, choices: Iterable[str]) -> str:

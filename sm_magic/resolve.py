@@ -23,7 +23,7 @@ from sm_magic.errors import ConfigError, EndpointNotFound, SageMakerError
 from sm_magic.handlers.base import ContentHandler, Prompt
 from sm_magic.handlers.registry import Registry
 from sm_magic.options import InvokeOptions
-from sm_magic.params import CONFIG_PARAMS, LOCAL_URL, model_params, own_copy, unset
+from sm_magic.params import CONFIG_PARAMS, LOCAL_URL, VARIABLE_PARAMS, model_params, own_copy, unset
 from sm_magic.session import Session, SessionSettings
 
 
@@ -69,7 +69,6 @@ class _Merged:
 
 MERGED_KEPT = 256  # distinct option lines whose merged values are kept
 _SCALARS = frozenset({str, int, float, bool, type(None)})
-_OBJECTS = frozenset({"docs", "batch", "template", "namespace"})  # values that are a notebook's objects
 
 
 def local_url() -> str:
@@ -204,7 +203,7 @@ class SageMaker(_Defaults):  # type: ignore[misc,valid-type]
         defaults = self.defaults()
         classes = tuple(v.__class__ for v in spec_values.values())  # 1 and 1.0 and True are not one value here
         key = (tuple(spec_values.items()), classes) if _SCALARS.issuperset(classes) and \
-            _OBJECTS.isdisjoint(spec_values) else None
+            VARIABLE_PARAMS.isdisjoint(spec_values) else None  # a notebook's text or objects: never kept
         kept = self._merged.get(key) if key is not None else None
         if kept is not None and kept.defaults is defaults and kept.alias is alias:
             return kept
