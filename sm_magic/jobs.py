@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+from sm_magic.calls import invoke
 from sm_magic.errors import ConfigError, SageMakerError
 from sm_magic.history import KEPT_PROMPT, HistoryEntry, printable, settings_of
 from sm_magic.journal import COMMIT_DELAY
@@ -40,18 +41,15 @@ def worth_a_wait(latency: float, typical: float) -> bool:
 class Asker:
     """``ask(index, prompt)``: one item of a job called and journaled (the call and one row, nothing else).
 
-    A slow (costly) item is committed before its worker starts another, so a kill -9 never runs it
+    A costly item (:func:`worth_a_wait`) is committed before its worker starts another, so a kill -9 never runs it
     twice: at once, or, with ``settle_later``, when the worker calls :meth:`settle` (the batch does so
     after giving the item's slot back, so the wait never idles a slot another worker could use).
     """
 
     def __init__(self, runner: Runner, resolved: Resolved, record: Callable[..., None] | None, job_id: int,
                  lean: bool, settle_later: bool):
-        from sm_magic.calls import invoke
-
         self.runner, self.resolved, self.record = runner, resolved, record
         self.job_id, self.lean, self.settle_later = job_id, lean, settle_later
-        self._invoke = invoke
         self._flush = runner.journal.flush if record is not None else None  # the journal the rows go to
         self._unsettled = threading.local()  # this worker's last item is slow and not yet committed
         self._typical: float | None = None  # the job's usual latency (a moving average over its items)
@@ -62,7 +60,7 @@ class Asker:
         error: SageMakerError | None = None
         result: Result | None = None
         try:
-            result = self._invoke(r.session, r.endpoint, prompt, r.handler, r.params, r.options)
+            result = invoke(r.session, r.endpoint, prompt, r.handler, r.params, r.options)
         except SageMakerError as e:
             error = e
         if self.record is not None:

@@ -24,7 +24,8 @@ from sm_magic.calls import invoke, stream
 from sm_magic.errors import ConfigError, SageMakerError, ValidationFailed
 from sm_magic.history import HISTORY_LIMIT, KEPT_PROMPT, HistoryEntry, printable, settings_of
 from sm_magic.jobs import Jobs
-from sm_magic.records import CallRecord
+from sm_magic.journal import FILENAME, Journal
+from sm_magic.records import CallRecord, home
 from sm_magic.resolve import CallSpec, Resolved, SageMaker
 from sm_magic.result import Result
 
@@ -82,9 +83,6 @@ class Runner:
         current = self._journal
         if current is not None and self._journal_key == key:
             return current
-        from sm_magic.journal import FILENAME, Journal
-        from sm_magic.records import home
-
         path = (Path(self.state.home).expanduser() if self.state.home else home()) / FILENAME
         with self._lock:
             current = self._journal
@@ -314,7 +312,6 @@ class Runner:
     def embeddings_for(self, resolved: Resolved) -> tuple[Any, Any]:
         """The embeddings endpoint named by ``embeddings`` (an alias works) and its vector index, made once."""
         from sm_magic.embeddings import SagemakerEndpointEmbeddings
-        from sm_magic.records import home
         from sm_magic.vectors import VectorIndex
 
         name = resolved.values.get("embeddings")
