@@ -12,12 +12,15 @@ Keys and their types come from the parameter table (:data:`~sm_magic.params.ALIA
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from sm_magic.errors import ConfigError
 from sm_magic.params import ALIAS_PARAMS, SESSION, lookup
+
+RECHECK = 1.0  # seconds: within one cell, the file is looked at again at most this often
 
 
 def default_path() -> Path:
@@ -81,6 +84,8 @@ class AliasStore:
         self.problems: dict[str, str] = {}  # alias name → what is wrong with it
         self._shown: set[str] = set()
         self._read_stamp: tuple[int, ...] | None = None
+        self.per_cell = False  # set by the magics: look once per cell (see new_cell), not at every use
+        self._looked = float("-inf")  # when the file was last looked at (monotonic), under per_cell
         self.reload()
 
     def _stamp(self) -> tuple[int, ...] | None:
@@ -91,10 +96,22 @@ class AliasStore:
         return stat.st_mtime_ns, stat.st_size, stat.st_ino, stat.st_ctime_ns
 
     def fresh(self) -> AliasStore:
-        """Re-read if another kernel changed the file since the last read (one stat call)."""
+        """Re-read if another kernel changed the file since the last read (one stat call).
+
+        With ``per_cell``: the first use in each cell looks, later uses in the same cell (a loop) look
+        again only after :data:`RECHECK` seconds, so a cell sees one version of the file."""
+        if self.per_cell:
+            now = time.monotonic()
+            if now - self._looked < RECHECK:
+                return self
+            self._looked = now
         if self._stamp() != self._read_stamp:
             self.reload()
         return self
+
+    def new_cell(self) -> None:
+        """A cell starts (or a panel run): its first use looks at the file again."""
+        self._looked = float("-inf")
 
     def reload(self) -> None:
         """Read the file again (other kernels may have changed it)."""

@@ -34,6 +34,7 @@ import os
 import sqlite3
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -58,6 +59,7 @@ JOB_KINDS = frozenset({"batch", "qa-map", "async"})
 MAX_PENDING = 2000  # rows queued before record_call waits for the writer
 MAX_BATCH = 1000  # rows per transaction
 COMMIT_DELAY = 0.02  # seconds a plain row waits for others to join its transaction
+_OPEN: weakref.WeakSet[Journal] = weakref.WeakSet()  # told when the process forks
 BUSY_TIMEOUT = 10.0  # seconds another process may hold the write lock
 SCHEMA_VERSION = 1
 
@@ -154,6 +156,7 @@ class Journal:
         self._reported = 0
         self._pid = os.getpid()
         self._last_call = 0.0  # when record_call was last called (monotonic)
+        _OPEN.add(self)
 
     def _init_queue(self) -> None:
         self._pending: deque = deque()  # rows (tuples) and _Ops, in order; the writer takes from the left
@@ -277,7 +280,7 @@ class Journal:
     def _put(self, item: Any, rush: bool = False, report: bool = True) -> None:
         """Queue a row or an op; ``rush``: the writer writes it now instead of waiting for others.
         ``report``: first raise if earlier rows could not be written (say so now, not never)."""
-        if self._writer is None or self._pid != os.getpid():
+        if self._writer is None:  # also in a forked child (see _after_fork)
             self._start()
         if report and self.dropped > self._reported:
             self.flush()
@@ -505,6 +508,14 @@ def _wal(conn: sqlite3.Connection) -> None:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.01)
+
+
+def _forked() -> None:
+    for journal in list(_OPEN):
+        journal._after_fork()
+
+
+os.register_at_fork(after_in_child=_forked)
 
 
 _JOBS = """SELECT jobs.*,

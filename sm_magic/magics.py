@@ -28,8 +28,12 @@ from IPython.core.magic import (
     no_var_expand,
 )
 
+from sm_magic.display import LiveText, Preformatted
 from sm_magic.errors import EncodingError, SageMakerError
+from sm_magic.interpolate import field_names, interpolate
 from sm_magic.params import PARAMS, SECTIONS
+from sm_magic.resolve import CallSpec, SageMaker
+from sm_magic.result import Result
 
 _TARGET = re.compile(r"^\s*([A-Za-z_]\w*)\s*<<\s*(.*)$")
 CELL_USAGE = "%%sagemaker [VAR <<] [ENDPOINT] [options]"
@@ -156,14 +160,28 @@ class SageMakerMagics(Magics):
 
     def __init__(self, shell: Any = None, **kwargs: Any):
         super().__init__(shell=shell, **kwargs)
-        from sm_magic.resolve import SageMaker
-
         self.state = SageMaker(parent=self)
         self._runner: Any = None
         if shell is not None and self.state not in shell.configurables:
             shell.configurables.append(self.state)  # %config SageMaker.<name>
+        if shell is not None:
+            self._watch_cells(shell)
         for kind in ("line", "cell"):
             self.magics[kind]["sagemaker"] = _Documented(self.magics[kind]["sagemaker"])
+
+    def _watch_cells(self, shell: Any) -> None:
+        """Each cell looks at the aliases file once (other kernels may have changed it), not at every call
+        of a loop; this instance's callback replaces an earlier instance's (%reload_ext, a new magics)."""
+        self.state.aliases.per_cell = True
+        for callback in list(shell.events.callbacks["pre_execute"]):
+            if getattr(callback, "__func__", None) is SageMakerMagics._new_cell:
+                shell.events.unregister("pre_execute", callback)
+        shell.events.register("pre_execute", self._new_cell)
+
+    def _new_cell(self) -> None:
+        aliases = self.state.aliases  # also a store put in place after %load_ext
+        aliases.per_cell = True
+        aliases.new_cell()
 
     @property
     def runner(self) -> Any:
@@ -191,9 +209,6 @@ class SageMakerMagics(Magics):
 
     # -- cell ----------------------------------------------------------------------------------------
     def _cell(self, line: str, cell: str) -> Any:
-        from sm_magic.display import LiveText
-        from sm_magic.resolve import CallSpec
-
         target = None
         match = _TARGET.match(line)
         if match:
@@ -214,7 +229,7 @@ class SageMakerMagics(Magics):
             values["template"] = name if "{" in name and name not in namespace else self._variable(name, "Template")
         if "batch" in values:
             values.update(batch=self._variable(values["batch"], "Batch variable"), namespace=namespace)
-        prompt = template if values.get("no_interpolate") or "batch" in values else _fill(template, namespace)
+        prompt = template if values.get("no_interpolate") or "batch" in values else interpolate(template, namespace)
         live = LiveText(shell=self.shell)
         try:
             result = self.runner.run(CallSpec(prompt, values, template), live)
@@ -240,8 +255,6 @@ class SageMakerMagics(Magics):
             self.shell.user_ns[target] = result
 
     def _show(self, result: Any, target: str | None, fmt: str | None, live: Any) -> Any:
-        from sm_magic.result import Result
-
         if isinstance(result, Result):  # one answer (most cells)
             result.format = fmt or self.state.format
             if result.streamed:
@@ -249,7 +262,6 @@ class SageMakerMagics(Magics):
             self._keep(result, target)
             return None if result.streamed else result
         self._keep(result, target)
-        from sm_magic.display import Preformatted
         from sm_magic.qa import Plan
         from sm_magic.runner import BatchPlan
 
@@ -266,7 +278,6 @@ class SageMakerMagics(Magics):
         words = line.split()
         name = words[0] if words else "help"
         if name.rstrip("?") in COMMANDS and name.endswith("?"):  # `%sagemaker alias?`: that command's help
-            from sm_magic.display import Preformatted
 
             return Preformatted(parser(name.rstrip("?")).format_help().replace("::\n\n", "", 1))
         if name not in COMMANDS:
@@ -285,16 +296,8 @@ class SageMakerMagics(Magics):
         return module(name).run(Context(self.state, self.runner, self.shell), args)
 
 
-def _fill(template: str, namespace: dict[str, Any]) -> str:
-    from sm_magic.interpolate import interpolate
-
-    return interpolate(template, namespace)
-
-
 def _name_the_variable(error: Any, template: str, namespace: dict[str, Any]) -> None:
     """An EncodingError from the cell's prompt names the ``{variable}`` the bad text came from."""
-    from sm_magic.interpolate import field_names
-
     for name in field_names(template):
         value = namespace.get(name)
         found = _SURROGATES.search(value) if isinstance(value, str) and not value.isascii() else None

@@ -28,16 +28,23 @@ def home() -> Path:
     return Path(os.environ.get("SM_MAGIC_HOME") or "~/.sm_magic").expanduser()
 
 
-_session: tuple[int, str] | None = None
+_session: str | None = None
 
 
 def session_id() -> str:
     """This kernel's id (from its connection file) when running in a Jupyter kernel, else a uuid per process."""
     global _session
-    pid = os.getpid()
-    if _session is None or _session[0] != pid:
-        _session = (pid, _kernel_id() or uuid.uuid4().hex)
-    return _session[1]
+    if _session is None:
+        _session = _kernel_id() or uuid.uuid4().hex
+    return _session
+
+
+def _forget_session() -> None:
+    global _session
+    _session = None
+
+
+os.register_at_fork(after_in_child=_forget_session)  # a forked child finds its own id
 
 
 def _kernel_id() -> str | None:

@@ -22,6 +22,7 @@ from sm_magic.aliases import Alias, AliasStore
 from sm_magic.errors import ConfigError, EndpointNotFound, SageMakerError
 from sm_magic.handlers.base import ContentHandler, Prompt
 from sm_magic.handlers.registry import Registry
+from sm_magic.history import settings_of
 from sm_magic.options import InvokeOptions
 from sm_magic.params import CONFIG_PARAMS, LOCAL_URL, VARIABLE_PARAMS, model_params, own_copy, unset
 from sm_magic.session import Session, SessionSettings
@@ -52,6 +53,7 @@ class Resolved:
     prompt: Prompt
     values: dict[str, Any]  # every parameter's effective value
     alias: Alias | None = None
+    settings: dict[str, Any] = field(default_factory=dict)  # what the history keeps of them (read-only)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +67,7 @@ class _Merged:
     options: dict[str, Any]  # the invoke options that are set (each call gets its own InvokeOptions)
     params: dict[str, Any]
     session_changes: dict[str, Any]
+    settings: dict[str, Any]  # settings_of(values): shared by the history entries of its calls, read-only
 
 
 MERGED_KEPT = 256  # distinct option lines whose merged values are kept
@@ -211,7 +214,7 @@ class SageMaker(_Defaults):  # type: ignore[misc,valid-type]
         changes = alias.session_changes() if alias else {}
         changes.update({k: spec_values[k] for k in ("region", "profile") if spec_values.get(k)})
         merged = _Merged(defaults, alias, values, InvokeOptions.from_values(values).set(), model_params(values),
-                         changes)
+                         changes, settings_of(values))
         if key is not None and all(v.__class__ in _SCALARS for v in values.values()):  # a list or dict: it
             with self._lock:  # could be changed in place (a default's, an alias's), so it is read every call
                 if len(self._merged) >= MERGED_KEPT:
@@ -297,7 +300,7 @@ class SageMaker(_Defaults):  # type: ignore[misc,valid-type]
                                   f"'{handler.name}' takes plain prompts.")
             prompt = [*self.chats.get(endpoint, []), {"role": "user", "content": str(spec.prompt)}]
         return Resolved(session, endpoint, handler, own_copy(merged.params), InvokeOptions(**merged.options), prompt,
-                        values, merged.alias)
+                        values, merged.alias, merged.settings)
 
     def remember_chat(self, resolved: Resolved, answer: str) -> None:
         if resolved.values.get("chat"):

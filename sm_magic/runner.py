@@ -22,7 +22,7 @@ from typing import Any, Protocol
 from sm_magic.batch import BatchResult, ItemError, batch_prompts, return_large_frees
 from sm_magic.calls import invoke, stream
 from sm_magic.errors import ConfigError, SageMakerError, ValidationFailed
-from sm_magic.history import HISTORY_LIMIT, KEPT_PROMPT, HistoryEntry, printable, settings_of
+from sm_magic.history import HISTORY_LIMIT, KEPT_PROMPT, HistoryEntry, printable
 from sm_magic.jobs import Jobs
 from sm_magic.journal import FILENAME, Journal
 from sm_magic.records import CallRecord, home
@@ -187,7 +187,7 @@ class Runner:
         entry = HistoryEntry(
             when=started, endpoint=resolved.endpoint, handler=resolved.handler.name, prompt=template[:KEPT_PROMPT],
             latency=result.latency if result else None, tokens=result.tokens if result else None,
-            status=status, values=settings_of(resolved.values),
+            status=status, values=resolved.settings,
         )
         self.remember(entry)
 

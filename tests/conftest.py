@@ -176,6 +176,7 @@ def cell(ip, line: str, body: str = "hi"):
     """Run ``%%sagemaker line`` with ``body``: its value and what it printed."""
     from IPython.utils.capture import capture_output
 
+    ip.events.trigger("pre_execute")  # as a cell run does (the aliases file is looked at once per cell)
     with capture_output() as captured:
         value = ip.run_cell_magic("sagemaker", line, body)
     return value, captured

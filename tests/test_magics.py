@@ -348,6 +348,38 @@ def test_an_alias_file_put_back_with_its_old_size_and_time_is_read_again(ip, tmp
     assert cell(ip, "short", "hi")[0].params["max_new_tokens"] == 7
 
 
+def test_a_cell_sees_one_version_of_the_aliases_file_and_the_next_cell_sees_the_change(ip, tmp_path, monkeypatch):
+    """The aliases file is looked at once per cell (a loop of calls in one cell does not stat it each time);
+    the next cell, a panel run, or a long cell after RECHECK seconds sees what another kernel wrote."""
+    import sm_magic.aliases
+
+    line(ip, "alias add short tgi --max-new-tokens 3")
+    assert cell(ip, "short", "hi")[0].params["max_new_tokens"] == 3
+    ini = tmp_path / "endpoints.ini"
+    ini.write_text(ini.read_text().replace("= 3", "= 12"))  # as another kernel would
+    same_cell = ip.run_cell_magic("sagemaker", "short", "hi")  # no new cell started
+    assert same_cell.params["max_new_tokens"] == 3
+    assert cell(ip, "short", "hi")[0].params["max_new_tokens"] == 12  # the next cell
+    ini.write_text(ini.read_text().replace("= 12", "= 20"))
+    monkeypatch.setattr(sm_magic.aliases, "RECHECK", 0.05)
+    time.sleep(0.06)  # a long cell looks again after RECHECK
+    assert ip.run_cell_magic("sagemaker", "short", "hi").params["max_new_tokens"] == 20
+
+
+def test_a_real_cell_run_looks_at_the_aliases_file_and_one_callback_serves_the_shell(ip, tmp_path):
+    from sm_magic.magics import SageMakerMagics
+
+    line(ip, "alias add short tgi --max-new-tokens 3")
+    ip.run_cell("%%sagemaker short -o first\nhi")
+    ini = tmp_path / "endpoints.ini"
+    ini.write_text(ini.read_text().replace("= 3", "= 9"))
+    ip.run_cell("%%sagemaker short -o second\nhi")
+    assert (ip.user_ns["first"].params["max_new_tokens"], ip.user_ns["second"].params["max_new_tokens"]) == (3, 9)
+    SageMakerMagics(shell=ip)  # as %reload_ext makes another: it replaces the first one's callback
+    ours = [c for c in ip.events.callbacks["pre_execute"] if getattr(c, "__func__", None) is SageMakerMagics._new_cell]
+    assert len(ours) == 1
+
+
 def test_history_records_calls_and_can_be_stored(ip, local):
     cell(ip, "tgi", "first prompt")
     local.inject("faulty", Fault("model-error"))

@@ -262,6 +262,7 @@ class Panel:
         self._stop.clear()
         self.status.value = ""
         self.state.busy = True
+        self.state.aliases.new_cell()  # a run from the panel looks at the aliases file, as a cell does
         self._worker = threading.Thread(target=self._work, args=(dry_run,), daemon=True, name="sm-magic-panel")
         self._worker.start()
 

@@ -207,3 +207,15 @@ def test_panel_and_magics_share_one_state(panel, ip):
     ip.run_cell_magic("sagemaker", "tgi --handler tgi", "from the magic")
     panel.wait()  # the history list is redrawn at a paced rate
     assert "from the magic" in panel.history.options[0][0]
+
+
+def test_a_panel_run_sees_what_another_kernel_wrote_to_the_aliases_file(panel, ip, tmp_path):
+    ip.run_line_magic("sagemaker", "alias add short tgi --max-new-tokens 3")
+    panel.endpoint.value = "short"
+    panel.prompt.value = "hi"
+    run(panel)
+    assert panel.runner.last.params["max_new_tokens"] == 3
+    ini = tmp_path / "endpoints.ini"
+    ini.write_text(ini.read_text().replace("= 3", "= 8"))  # as another kernel would, within the same second
+    run(panel)
+    assert panel.runner.last.params["max_new_tokens"] == 8
