@@ -80,11 +80,13 @@ class Result:
     @property
     def status(self) -> str:
         """ok, interrupted, truncated, partial or dry run: what history and the footer say."""
-        for flag, name in ((self.dry_run, "dry run"), (self.interrupted, "interrupted"),
-                           (self.truncated, "truncated"), (self.partial, "partial")):
-            if flag:
-                return name
-        return "ok"
+        if self.dry_run:
+            return "dry run"
+        if self.interrupted:
+            return "interrupted"
+        if self.truncated:
+            return "truncated"
+        return "partial" if self.partial else "ok"
 
     @property
     def tokens(self) -> int | None:
