@@ -278,7 +278,6 @@ class SageMakerMagics(Magics):
         words = line.split()
         name = words[0] if words else "help"
         if name.rstrip("?") in COMMANDS and name.endswith("?"):  # `%sagemaker alias?`: that command's help
-
             return Preformatted(parser(name.rstrip("?")).format_help().replace("::\n\n", "", 1))
         if name not in COMMANDS:
             near = difflib.get_close_matches(name, list(COMMANDS), n=2)

@@ -202,7 +202,7 @@ class SageMaker(_Defaults):  # type: ignore[misc,valid-type]
         """:meth:`values_for` and what follows from the values alone, made once per distinct call values
         (a cell run again, a loop) and made again when a default or the alias changes."""
         name = spec_values.get("endpoint") or self.endpoint
-        alias = self.aliases.get(name) if name else None  # re-read if the file changed
+        alias = self.aliases.get(name) if name else None  # the file as this cell sees it
         defaults = self.defaults()
         classes = tuple(v.__class__ for v in spec_values.values())  # 1 and 1.0 and True are not one value here
         key = (tuple(spec_values.items()), classes) if _SCALARS.issuperset(classes) and \
