@@ -28,6 +28,14 @@ def default_path() -> Path:
     return Path(os.environ.get("SM_MAGIC_ENDPOINTS", home / "endpoints.ini")).expanduser()
 
 
+def session_changes(values: dict[str, Any]) -> dict[str, Any]:
+    """The session settings among a call's values (region, profile, role, URL: what an alias can set)."""
+    changes = {p.name: values[p.name] for p in ALIAS_PARAMS if p.section == SESSION and values.get(p.name)}
+    if changes.get("endpoint_url"):
+        changes["control_endpoint_url"] = changes["endpoint_url"]
+    return changes
+
+
 @dataclass
 class Alias:
     """A name for an endpoint with the settings that go with it (parameter name → value)."""
@@ -37,11 +45,7 @@ class Alias:
     values: dict[str, Any] = field(default_factory=dict)
 
     def session_changes(self) -> dict[str, Any]:
-        changes = {p.name: self.values[p.name] for p in ALIAS_PARAMS
-                   if p.section == SESSION and self.values.get(p.name)}
-        if changes.get("endpoint_url"):
-            changes["control_endpoint_url"] = changes["endpoint_url"]
-        return changes
+        return session_changes(self.values)
 
     @classmethod
     def from_section(cls, name: str, section: dict[str, str], where: str) -> Alias:

@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING, Any
 
 from sm_magic.calls import invoke
 from sm_magic.errors import ConfigError, SageMakerError
-from sm_magic.history import KEPT_PROMPT, HistoryEntry, printable, settings_of
+from sm_magic.history import KEPT_PROMPT, HistoryEntry, printable
 from sm_magic.journal import COMMIT_DELAY
+from sm_magic.records import JobInfo
 from sm_magic.resolve import CallSpec, Resolved
 from sm_magic.result import Result
 
@@ -136,9 +137,9 @@ class Jobs:
                                 options=resolved.options.set(), job_id=job_id or None)
 
     def run(self, kind: str, spec: CallSpec, resolved: Resolved, prompts: list[str], workers: int,
-             resume: bool, label: str, progress: bool = True) -> Any:
+             resume: bool, label: str, progress: bool = True, job: JobInfo | None = None) -> Any:
         """Run prompts as a journaled job; with ``resume``, items an earlier run of the same job finished
-        are loaded from the journal instead of called."""
+        are loaded from the journal instead of called; ``job``: that earlier run (resumed by its id)."""
         from sm_magic.batch import BatchResult
         from sm_magic.records import fingerprint
 
@@ -147,7 +148,7 @@ class Jobs:
         if journal.enabled and self.runner.state.log:
             key = fingerprint(resolved.endpoint, spec.template, resolved.params, resolved.options.set(), prompts)
             try:
-                found = journal.find_job(key) if resume else None
+                found = job or (journal.find_job(key) if resume else None)
                 if found is not None:
                     _not_running_elsewhere(found)
                     journal.claim_job(found.id)
@@ -191,7 +192,7 @@ class Jobs:
             raise ConfigError(f"Job {job_id} ({job.kind}) cannot be resumed by its id: its prompts were not kept.",
                               hint="Re-run its cell with --resume: finished items are loaded from the journal.")
         spec, resolved, workers = self._again(job, job.meta["prompts"], concurrency)
-        return self.run("batch", spec, resolved, job.meta["prompts"], workers, True, resolved.endpoint)
+        return self.run("batch", spec, resolved, job.meta["prompts"], workers, True, resolved.endpoint, job=job)
 
     def _again(self, job: Any, prompts: list[str], concurrency: int | None) -> tuple[CallSpec, Resolved, int]:
         """A journaled job's call, resolved again from what it kept (its settings, never credentials)."""
@@ -335,7 +336,7 @@ def job_meta(spec: CallSpec, resolved: Resolved, prompts: list[str]) -> dict[str
 
     from sm_magic.records import owner
 
-    values = settings_of(spec.values)
+    values = dict(resolved.settings)  # defaults, alias and the cell's flags as merged: resume needs no alias
     values.update(handler=resolved.handler.name, model_kwargs=resolved.params)
     meta: dict[str, Any] = {"handler": resolved.handler.name, "template": spec.template, "values": values,
                             **owner()}

@@ -18,7 +18,7 @@ from typing import Any
 from traitlets import Bool, Instance, Int, TraitError, observe, validate
 from traitlets.config import Configurable
 
-from sm_magic.aliases import Alias, AliasStore
+from sm_magic.aliases import Alias, AliasStore, session_changes
 from sm_magic.errors import ConfigError, EndpointNotFound, SageMakerError
 from sm_magic.handlers.base import ContentHandler, Prompt
 from sm_magic.handlers.registry import Registry
@@ -212,9 +212,12 @@ class SageMaker(_Defaults):  # type: ignore[misc,valid-type]
             return kept
         values = self._values(defaults, alias, name, spec_values)
         changes = alias.session_changes() if alias else {}
-        changes.update({k: spec_values[k] for k in ("region", "profile") if spec_values.get(k)})
+        changes.update(session_changes(spec_values))  # the call's own (--region, a resumed job's)
+        settings = settings_of(values)
+        if alias:  # what the call was made with: Restore and resume go through the alias's name
+            settings["endpoint"] = alias.name
         merged = _Merged(defaults, alias, values, InvokeOptions.from_values(values).set(), model_params(values),
-                         changes, settings_of(values))
+                         changes, settings)
         if key is not None and all(v.__class__ in _SCALARS for v in values.values()):  # a list or dict: it
             with self._lock:  # could be changed in place (a default's, an alias's), so it is read every call
                 if len(self._merged) >= MERGED_KEPT:

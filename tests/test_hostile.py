@@ -156,3 +156,37 @@ def test_serve_adds_command_line_endpoints_to_the_files_and_explains_a_typo(tmp_
         args = argparse.Namespace(config=str(config), host=None, port=port, region=None, backend="deterministic",
                                   endpoint=None, verify_signatures=False, command="serve")
         assert _server_config(args).port == expected
+
+
+def test_resuming_a_batch_made_through_an_alias_calls_only_the_rest_with_the_alias_settings(ip, local):
+    """Hostile pass: a job kept only the cell's own flags, so resuming one made through an alias called every
+    item again as a new job, without the alias's headers and in the default region."""
+    ip.run_line_magic("sagemaker", "alias add team faulty --handler tgi --max-new-tokens 4 "
+                                   "--custom-attributes team=blue --region us-west-2")
+    local.inject("faulty", Fault("model-error", times=3))
+    ip.user_ns["items"] = [f"q{i}" for i in range(8)]
+    batch = cell(ip, "team --batch items --concurrency 1 --yes", "Q {text}")
+    assert len(batch.failed) == 3
+    before = local.calls["faulty"]
+    again = ip.run_line_magic("sagemaker", f"resume {batch.job_id} again")
+    assert local.calls["faulty"] - before == 3 and len(again.ok) == 8 and again.job_id == batch.job_id
+    rows = ip.user_ns["_sm_magics"].runner.journal.finished_items(batch.job_id).values()
+    assert {(r.region, r.options.get("custom_attributes"), r.params.get("max_new_tokens")) for r in rows} == {
+        ("us-west-2", "team=blue", 4)}
+
+
+def test_an_endpoint_name_with_a_lone_surrogate_is_named_as_such(ip, local):
+    before = sum(local.calls.values())
+    with pytest.raises(ConfigError, match="The endpoint name cannot be sent: the character at index 2"):
+        cell(ip, "tg\ud800i --handler tgi")
+    assert sum(local.calls.values()) == before
+
+
+def test_reload_ext_leaves_one_state_for_config(ip):
+    """Hostile pass: after %reload_ext the old state stayed in shell.configurables, so %config of a handler only
+    the new one knows printed an error from the old one."""
+    from sm_magic.magics import SageMakerMagics
+    from sm_magic.resolve import SageMaker
+
+    again = SageMakerMagics(shell=ip)  # what %reload_ext sm_magic makes
+    assert [c for c in ip.configurables if isinstance(c, SageMaker)] == [again.state]
