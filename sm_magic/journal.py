@@ -60,6 +60,7 @@ MAX_PENDING = 2000  # rows queued before record_call waits for the writer
 MAX_BATCH = 1000  # rows per transaction
 COMMIT_DELAY = 0.02  # seconds a plain row waits for others to join its transaction
 _OPEN: weakref.WeakSet[Journal] = weakref.WeakSet()  # told when the process forks
+_HELD: list[Journal] = []  # the journals whose locks a fork in progress holds
 BUSY_TIMEOUT = 10.0  # seconds another process may hold the write lock
 SCHEMA_VERSION = 1
 
@@ -152,7 +153,8 @@ class Journal:
         self._init_queue()
         self._reader: sqlite3.Connection | None = None
         self._lock = threading.Lock()
-        self._read_lock = threading.Lock()
+        self._read_lock = threading.Lock()  # held while the reader reads
+        self._write_lock = threading.Lock()  # held while the writer writes (a fork waits for both: _before_fork)
         self._reported = 0
         self._pid = os.getpid()
         self._last_call = 0.0  # when record_call was last called (monotonic)
@@ -202,7 +204,7 @@ class Journal:
         if self._pid != os.getpid():
             self._writer, self._reader = None, None
             self._init_queue()
-            self._lock, self._read_lock = threading.Lock(), threading.Lock()
+            self._lock, self._read_lock, self._write_lock = threading.Lock(), threading.Lock(), threading.Lock()
             self._pid = os.getpid()
 
     def _start(self) -> None:
@@ -385,7 +387,8 @@ class Journal:
                 self._rush = self._rush or len(pending) >= MAX_BATCH  # behind: no waiting for the next one
                 stop = any(item is _STOP for item in batch)
                 if batch:
-                    self._write(conn, [item for item in batch if item is not _STOP])
+                    with self._write_lock:
+                        self._write(conn, [item for item in batch if item is not _STOP])
                 with self._room:
                     self._room.notify_all()
                 if stop:
@@ -510,12 +513,29 @@ def _wal(conn: sqlite3.Connection) -> None:
             time.sleep(0.01)
 
 
-def _forked() -> None:
+def _before_fork() -> None:
+    """No transaction open across a fork: SQLite's lock bookkeeping, copied into the child mid-transaction,
+    made the child's own connection wait out the busy timeout and drop its rows."""
+    _HELD[:] = list(_OPEN)
+    for journal in _HELD:
+        journal._write_lock.acquire()
+        journal._read_lock.acquire()
+
+
+def _after_fork_in_parent() -> None:
+    for journal in _HELD:
+        journal._read_lock.release()
+        journal._write_lock.release()
+    _HELD.clear()
+
+
+def _after_fork_in_child() -> None:
+    _HELD.clear()
     for journal in list(_OPEN):
         journal._after_fork()
 
 
-os.register_at_fork(after_in_child=_forked)
+os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent, after_in_child=_after_fork_in_child)
 
 
 _JOBS = """SELECT jobs.*,

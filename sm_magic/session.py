@@ -8,7 +8,9 @@ only: reprs and :meth:`Session.describe` show at most the access key id's last f
 
 from __future__ import annotations
 
+import os
 import threading
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields, replace
@@ -60,6 +62,17 @@ class SessionSettings:
         return "SessionSettings(" + ", ".join(f"{k}={v!r}" for k, v in shown.items()) + ")"
 
 
+_SESSIONS: weakref.WeakSet[Session] = weakref.WeakSet()
+
+
+def _in_forked_child() -> None:
+    for session in list(_SESSIONS):
+        session._start_fresh()
+
+
+os.register_at_fork(after_in_child=_in_forked_child)
+
+
 class Session:
     """Cached boto3 clients for one set of settings. Cheap to create; clients made on first use."""
 
@@ -68,12 +81,18 @@ class Session:
         self.settings = settings or SessionSettings()
         self._external_client = client
         self._external_boto_session = boto_session
+        self._start_fresh()
+        _SESSIONS.add(self)
+        if client is not None and self.settings.region is None:  # a copy: the caller's settings stay theirs
+            self.settings = replace(self.settings, region=client.meta.region_name)
+
+    def _start_fresh(self) -> None:
+        """No clients yet; in a forked child, none of the parent's either: their pooled connections are the
+        parent's sockets, and two processes reading one socket get each other's answers."""
         self._boto_session: Any = None
         self._clients: dict[str, Any] = {}
         self._lock = threading.Lock()
         self._client_lock = threading.Lock()
-        if client is not None and self.settings.region is None:  # a copy: the caller's settings stay theirs
-            self.settings = replace(self.settings, region=client.meta.region_name)
 
     @classmethod
     def local(cls, url: str, region: str = "us-east-1", **settings: Any) -> Session:

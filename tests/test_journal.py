@@ -370,6 +370,30 @@ def test_a_forked_child_writes_through_its_own_writer(journal: Journal, db: Path
     assert [r.prompt for r in journal.history()] == ["prompt 3", "prompt 2", "prompt 1"]
 
 
+def test_a_fork_while_the_writer_commits_leaves_the_child_a_working_journal(journal: Journal, db: Path) -> None:
+    """Hostile pass: a fork in the middle of a commit copied SQLite's lock bookkeeping into the child, whose
+    own rows then waited out the busy timeout and were dropped ("database is locked")."""
+    import os
+
+    children = []
+    for i in range(30):
+        for k in range(20):  # the writer is committing these when the fork comes
+            journal.record_call(call(1000 * i + k))
+        pid = os.fork()
+        if pid == 0:
+            try:
+                journal.record_call(call(-i))
+                journal.flush()
+                os._exit(0)
+            except BaseException:
+                os._exit(3)
+        children.append(pid)
+    codes = [os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) for pid in children]
+    assert codes == [0] * 30
+    journal.flush()
+    assert count(db) == 30 * 20 + 30
+
+
 def test_a_journal_that_cannot_be_opened_says_so(tmp_path: Path) -> None:
     (tmp_path / "not-a-dir").write_text("a file where the home folder should be")
     j = Journal(tmp_path / "not-a-dir" / "journal.sqlite3")

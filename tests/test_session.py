@@ -136,3 +136,22 @@ def test_with_changes_rejects_unknown_settings(session):
     with pytest.raises(ConfigError, match="colour"):
         session.with_changes(colour="blue")
     assert session.with_changes(read_timeout=5).settings.read_timeout == 5
+
+
+def test_a_forked_child_calls_through_connections_of_its_own(local):
+    """Hostile pass: a forked child reused the parent's pooled sockets, so the two got each other's answers."""
+    import multiprocessing
+
+    session, tgi = Session.local(local.url), Registry().get("tgi")
+    invoke(session, "tgi", "warm", tgi)  # the parent's pool holds a connection now
+    ctx = multiprocessing.get_context("fork")
+    wrong = ctx.Value("i", -1)
+
+    def in_child() -> None:
+        wrong.value = sum(f"child {i}." not in invoke(session, "tgi", f"child {i}.", tgi).text for i in range(40))
+
+    child = ctx.Process(target=in_child)
+    child.start()
+    mine = sum(f"parent {i}." not in invoke(session, "tgi", f"parent {i}.", tgi).text for i in range(40))
+    child.join(60)
+    assert (child.exitcode, wrong.value, mine) == (0, 0, 0)
