@@ -29,6 +29,7 @@ GIVE_UP_AFTER = 30.0  # ...for this many seconds: the endpoint takes nothing, th
 DECREASE = 0.9  # the limit's largest factor on throttling (it falls to what the endpoint took)
 PLATEAU = 10  # how much slower the limit climbs through the level the endpoint last refused
 SETTLE = 2.0  # seconds Ctrl-C waits for the calls in flight before showing what finished
+GAP_MAX = 0.1  # seconds between call starts at most after throttling (answers shrink it: back to 0 within ~1 s)
 
 
 @dataclass
@@ -88,7 +89,7 @@ class Limiter:
             self.refused = self.allowed
             self.limit = max(1.0, min(self.limit * DECREASE, float(in_flight - 1)) if in_flight > 1
                              else self.limit * DECREASE)
-            self.gap = min(0.5, max(self.gap * 2, 0.005))  # a rate limit is not a concurrency limit
+            self.gap = min(GAP_MAX, max(self.gap * 2, 0.005))  # a rate limit is not a concurrency limit
             self.lowest = min(self.lowest, self.allowed)
             self._last_cut = now
 

@@ -175,3 +175,17 @@ def test_costly_means_a_slow_endpoint_or_an_outlier_not_a_busy_client():
     assert worth_a_wait(0.021, 0.05)  # a slow endpoint's item
     assert worth_a_wait(0.3, 0.002)  # a long answer on a fast endpoint
     assert not worth_a_wait(0.025, 0.011)  # 16 busy threads on a 0 ms endpoint: the client's own queueing
+
+
+def test_after_a_throttling_burst_the_spacing_between_starts_is_gone_within_a_second_of_answers():
+    """Hostile pass: the spacing grew to 0.5 s and shrank by a tenth per answer, so a burst of throttles kept a
+    batch on a fast or a slow endpoint about 5 s slower than needed (the 20 ms bench case hid it)."""
+    limiter = batch_module.Limiter(8)
+    for _ in range(30):
+        limiter.throttled(0.0, 8)  # each one a new round trip: the largest cut every time
+    assert limiter.gap == batch_module.GAP_MAX
+    spent = 0.0
+    while limiter.gap:
+        spent += limiter.gap
+        limiter.success()
+    assert spent < 1.0
