@@ -465,3 +465,39 @@ def test_changing_a_results_parameters_changes_no_later_call(ip, local):
     first.params["extra"]["keep"].append(2)
     again = ip.run_cell_magic("sagemaker", options, "hi")
     assert again.params["stop"] == ["END"] and again.params["extra"] == {"keep": [1]}
+
+
+# -- a lone surrogate typed in a command: one paragraph, nothing changed ---------------------------------
+
+@pytest.mark.parametrize(("flag", "what"), [("--search", "the text around it"), ("--endpoint", "plain ASCII")])
+def test_a_lone_surrogate_in_a_history_filter_is_one_paragraph(ip, local, flag, what):
+    cell(ip, "tgi", "hi")
+    with pytest.raises(ConfigError) as info:
+        line(ip, f"history {flag} ab\ud800")
+    text = one_paragraph(info.value)
+    assert f"The {flag} text holds a lone surrogate ('\\ud800' at index 2; around it: ab\\ud800)" in text
+    assert what in text
+    text.encode("utf-8")  # the explanation itself can be shown
+    value, _ = line(ip, "history --search hi")  # the next search works
+    assert [r["prompt"] for r in value.rows] == ["hi"]
+
+
+@pytest.mark.parametrize(("words", "what"), [("s\ud800 tgi", "alias name"), ("s tgi\ud800", "endpoint name"),
+                                             ("s tgi --region eu\ud800", "--region value"),
+                                             ("s tgi --handler tgi\ud800", "--handler value")])
+def test_a_lone_surrogate_in_alias_add_is_one_paragraph_and_leaves_the_file_as_it_was(ip, local, tmp_path, words,
+                                                                                     what):
+    line(ip, "alias add keep tgi --max-new-tokens 3")
+    ini = tmp_path / "endpoints.ini"
+    before = ini.read_bytes()
+    with pytest.raises(ConfigError) as info:
+        line(ip, f"alias add {words}")
+    text = one_paragraph(info.value)
+    assert f"The {what} holds a lone surrogate ('\\ud800'" in text and "was not changed" in text
+    assert "Type it again without that character" in text
+    text.encode("utf-8")
+    assert ini.read_bytes() == before
+    with pytest.raises(ConfigError, match="alias name holds a lone surrogate"):
+        line(ip, "alias remove keep\ud800")
+    assert ini.read_bytes() == before
+    assert cell(ip, "keep")[0].params["max_new_tokens"] == 3  # the aliases still work

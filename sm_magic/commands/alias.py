@@ -6,6 +6,8 @@ from typing import Any
 
 from IPython.core.error import UsageError
 
+from sm_magic.calls import check_encodable
+from sm_magic.errors import ConfigError, EncodingError
 from sm_magic.params import ALIAS_PARAMS
 from sm_magic.table import Table
 
@@ -26,11 +28,28 @@ def run(ctx: Any, args: Any) -> Table:
         if not (args.name and args.endpoint):
             raise UsageError("usage: %sagemaker alias add NAME ENDPOINT [--region R --profile P --handler H ...]")
         values = {p.name: getattr(args, p.name) for p in ALIAS_PARAMS if getattr(args, p.name) is not None}
-        store.add(Alias(args.name, args.endpoint, values))
+        alias = Alias(args.name, args.endpoint, values)
+        _check_text(args.name, alias.to_section(), store.path)
+        store.add(alias)
     elif args.action == "remove":
         if not args.name:
             raise UsageError("usage: %sagemaker alias remove NAME")
+        _check_text(args.name, {}, store.path)
         store.remove(args.name)
     rows = [{"alias": a.name, "endpoint": a.endpoint,
              **{k: v for k, v in a.to_section().items() if k != "endpoint"}} for a in store]
     return Table(rows, title=f"Aliases ({store.path})", empty="No aliases saved yet.")
+
+
+def _check_text(name: str, section: dict[str, str], path: Any) -> None:
+    """Refuse, before the file is touched, a text UTF-8 cannot encode (a lone surrogate): one paragraph."""
+    labels = {"endpoint": "endpoint name", **{p.name: f"{p.option} value" for p in ALIAS_PARAMS}}
+    for what, text in (("alias name", name), *((labels.get(k, k), v) for k, v in section.items())):
+        try:
+            check_encodable(text)
+        except EncodingError as e:
+            raise ConfigError(
+                f"The {what} holds a lone surrogate ({e.character!r} at index {e.position}; around it: "
+                f"{e.snippet}), which UTF-8 cannot encode, so the aliases file ({path}) was not changed.",
+                hint="Type it again without that character (such characters come from bytes decoded with "
+                     "errors='surrogateescape').") from None

@@ -5,8 +5,16 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from sm_magic.calls import check_encodable
+from sm_magic.errors import ConfigError, EncodingError
 from sm_magic.journal import STATUSES
 from sm_magic.table import Table
+
+FILTER_HINTS = {  # what to do instead, per text filter
+    "--search": "The journal keeps each lone surrogate of a prompt or an answer as U+FFFD (\ufffd): search for "
+                "the text around it, or for U+FFFD itself.",
+    "--endpoint": "Endpoint names are plain ASCII: type the name again (`%sagemaker endpoints` lists them).",
+}
 
 
 def add_arguments(p: Any) -> None:
@@ -28,6 +36,7 @@ def _limit(text: str) -> int:
 
 
 def run(ctx: Any, args: Any) -> Any:
+    _check_filters(args)
     journal = ctx.runner.journal
     if not journal.enabled:  # logging off: this kernel's summaries in memory
         rows = [entry.row() for entry in list(ctx.runner.history)][-args.limit:]
@@ -42,6 +51,18 @@ def run(ctx: Any, args: Any) -> Any:
     if args.var:
         ctx.namespace[args.var] = _frame(rows)
     return Table(rows, title=title, empty="No calls yet.")
+
+
+def _check_filters(args: Any) -> None:
+    """A text filter UTF-8 cannot encode (a lone surrogate) is one paragraph, not the database's traceback."""
+    for flag, text in (("--search", args.search), ("--endpoint", args.endpoint)):
+        try:
+            check_encodable(text or "")
+        except EncodingError as e:
+            raise ConfigError(
+                f"The {flag} text holds a lone surrogate ({e.character!r} at index {e.position}; around it: "
+                f"{e.snippet}), which UTF-8 cannot encode, so no call can be looked up by it.",
+                hint=FILTER_HINTS[flag]) from None
 
 
 def _row(record: Any) -> dict[str, Any]:

@@ -46,6 +46,7 @@ class Panel:
         self._secrets: dict[str, str] = {}  # typed keys, taken out of the widgets at once
         self._redraw: threading.Timer | None = None
         self._entries: list[Any] = []
+        self._showing = False  # the panel is filling the fields from the settings: not a user's edit
         self._build()
         self._wire()
 
@@ -229,10 +230,19 @@ class Panel:
 
     # -- parameters ----------------------------------------------------------------------------------
     def _show_params(self) -> None:
-        fields.show(self.fields, self.state)
+        """The settings in the fields. Filling them is not an edit: a field filled first is never read back
+        with the others still showing the old settings (that wrote the old values over the new)."""
+        self._showing = True
+        try:
+            fields.show(self.fields, self.state)
+        finally:
+            self._showing = False
+        self.param_errors.value = ""  # the fields now show the settings, which are valid
 
     def _read_params(self) -> None:
         """Validate as typed (the table's own checks); write the settings only when every field is valid."""
+        if self._showing:
+            return
         values, errors = fields.read(self.fields)
         self.param_errors.value = "<br>".join(f'<span style="color: #b00">{html.escape(e)}</span>' for e in errors)
         if errors:
@@ -333,7 +343,8 @@ class Panel:
         entry = self._entries[self.history.value]
         self.prompt.value = printable(entry.prompt)
         with self.state.hold_trait_notifications():
-            self.state.endpoint = entry.endpoint
+            # the name the call was made with: an alias's name, so a re-run goes through the alias again
+            self.state.endpoint = entry.values.get("endpoint") or entry.endpoint
             self.state.handler = entry.handler
             for name in self.fields:
                 trait = self.state.traits()[name]

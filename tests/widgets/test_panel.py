@@ -219,3 +219,38 @@ def test_a_panel_run_sees_what_another_kernel_wrote_to_the_aliases_file(panel, i
     ini.write_text(ini.read_text().replace("= 3", "= 8"))  # as another kernel would, within the same second
     run(panel)
     assert panel.runner.last.params["max_new_tokens"] == 8
+
+
+def test_restore_brings_back_every_setting_in_the_state_and_the_fields(panel, ip):
+    ip.run_cell_magic("sagemaker", "tgi --handler tgi --temperature 0.3 --max-new-tokens 7 --seed 5 "
+                                   "--custom-attributes a=b --stop END", "hi")
+    panel.fields["temperature"].value = "0.9"
+    panel.fields["seed"].value = "1"
+    panel.fields["stop"].value = "OTHER"
+    panel.wait()
+    panel.history.value = panel.history.options[0][1]
+    panel.restore.click()
+    s = panel.state
+    assert (s.temperature, s.max_new_tokens, s.seed, s.custom_attributes, s.stop) == (0.3, 7, 5, "a=b", ["END"])
+    shown = {name: panel.fields[name].value for name in ("temperature", "max_new_tokens", "seed",
+                                                          "custom_attributes", "stop")}
+    assert shown == {"temperature": "0.3", "max_new_tokens": "7", "seed": "5", "custom_attributes": "a=b",
+                     "stop": "END"}
+    run(panel)  # and the next run sends them
+    assert panel.runner.last.params == {"temperature": 0.3, "max_new_tokens": 7, "seed": 5, "stop": ["END"]}
+
+
+def test_restoring_a_call_made_through_an_alias_runs_through_the_alias_again(panel, ip):
+    ip.run_line_magic("sagemaker", "alias add qa tgi --region eu-west-3 --max-new-tokens 4")
+    ip.run_cell_magic("sagemaker", "qa", "hello")
+    panel.endpoint.value = "lmi"
+    panel.prompt.value = "something else"
+    panel.wait()
+    panel.history.value = panel.history.options[0][1]
+    panel.restore.click()
+    assert panel.state.endpoint == "qa" and panel.endpoint.value == "qa"
+    run(panel)
+    last = panel.runner.last
+    assert (last.endpoint, last.text, last.params["max_new_tokens"]) == ("tgi", "You said: hello", 4)
+    calls = panel.runner.journal.history(limit=2)
+    assert [(c.endpoint, c.region) for c in calls] == [("tgi", "eu-west-3")] * 2  # the alias's region, both times
