@@ -67,6 +67,7 @@ def build_request(endpoint: str, prompt: Prompt, handler: ContentHandler, params
     Raises :class:`EncodingError` for text UTF-8 cannot encode and :class:`RequestTooLarge` for a body
     above ``limit`` bytes (the real-time limit; asynchronous inference passes its own, or None).
     """
+    check_encodable(endpoint, "endpoint name")
     check_prompt(prompt, params, endpoint)
     options = options or InvokeOptions()
     if handler.custom_attributes and not options.custom_attributes:

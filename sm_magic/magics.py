@@ -162,8 +162,9 @@ class SageMakerMagics(Magics):
         super().__init__(shell=shell, **kwargs)
         self.state = SageMaker(parent=self)
         self._runner: Any = None
-        if shell is not None and self.state not in shell.configurables:
-            shell.configurables.append(self.state)  # %config SageMaker.<name>
+        if shell is not None and self.state not in shell.configurables:  # %config SageMaker.<name>; an earlier
+            shell.configurables[:] = [c for c in shell.configurables if not isinstance(c, SageMaker)]  # %load_ext's
+            shell.configurables.append(self.state)  # state is no magic's now: %config must not reach it
         if shell is not None:
             self._watch_cells(shell)
         for kind in ("line", "cell"):
