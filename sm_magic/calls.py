@@ -23,8 +23,10 @@ REALTIME_BODY_LIMIT = 6 * 1024 * 1024  # bytes: InvokeEndpoint(WithResponseStrea
 SNIPPET = 20  # characters shown either side of a character that cannot be encoded
 
 
-def check_encodable(text: str, where: str = "prompt", endpoint: str | None = None) -> None:
-    """Raise :class:`EncodingError` when UTF-8 cannot encode ``text`` (a lone surrogate)."""
+def check_encodable(text: str, where: str = "prompt", endpoint: str | None = None, use: str = "sent",
+                    hint: str | None = None) -> None:
+    """Raise :class:`EncodingError` when UTF-8 cannot encode ``text`` (a lone surrogate): "The {where} cannot
+    be {use}: ..." (``hint``: what to do instead, when not the default's)."""
     if text.isascii():
         return
     try:
@@ -33,7 +35,7 @@ def check_encodable(text: str, where: str = "prompt", endpoint: str | None = Non
         start, end = max(0, e.start - SNIPPET), e.start + SNIPPET
         snippet = ("…" if start else "") + repr(text[start:end])[1:-1] + ("…" if end < len(text) else "")
         raise EncodingError(where=where, position=e.start, character=text[e.start], snippet=snippet,
-                            endpoint=endpoint) from None
+                            endpoint=endpoint, use=use, hint=hint) from None
 
 
 def _check_values(value: Any, where: str, endpoint: str | None) -> None:

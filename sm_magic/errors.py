@@ -143,15 +143,16 @@ class EncodingError(ConfigError):
     notebook variable it came from, when the caller knows it.
     """
 
-    def __init__(self, *, where: str, position: int, character: str, snippet: str, endpoint: str | None = None):
-        self.where, self.position, self.character, self.snippet = where, position, character, snippet
-        super().__init__(self._message(), endpoint=endpoint, hint=(
+    def __init__(self, *, where: str, position: int, character: str, snippet: str, endpoint: str | None = None,
+                 use: str = "sent", hint: str | None = None):
+        self.where, self.position, self.character, self.snippet, self.use = where, position, character, snippet, use
+        super().__init__(self._message(), endpoint=endpoint, hint=hint or (
             "Lone surrogates come from bytes decoded with errors='surrogateescape' (file names, subprocess "
             "output): decode the bytes as UTF-8 again, or clean the text with "
             "text.encode('utf-8', 'replace').decode('utf-8')."))
 
     def _message(self) -> str:
-        return (f"The {self.where} cannot be sent: the character at index {self.position} ({self.character!r}) "
+        return (f"The {self.where} cannot be {self.use}: the character at index {self.position} ({self.character!r}) "
                 f"is a lone surrogate, which UTF-8 cannot encode; around it: {self.snippet}.")
 
     def in_variable(self, name: str) -> EncodingError:

@@ -475,7 +475,8 @@ def test_a_lone_surrogate_in_a_history_filter_is_one_paragraph(ip, local, flag, 
     with pytest.raises(ConfigError) as info:
         line(ip, f"history {flag} ab\ud800")
     text = one_paragraph(info.value)
-    assert f"The {flag} text holds a lone surrogate ('\\ud800' at index 2; around it: ab\\ud800)" in text
+    assert (f"The {flag} text cannot be looked up: the character at index 2 ('\\ud800') is a lone surrogate, "
+            "which UTF-8 cannot encode; around it: ab\\ud800.") in text
     assert what in text
     text.encode("utf-8")  # the explanation itself can be shown
     value, _ = line(ip, "history --search hi")  # the next search works
@@ -493,11 +494,11 @@ def test_a_lone_surrogate_in_alias_add_is_one_paragraph_and_leaves_the_file_as_i
     with pytest.raises(ConfigError) as info:
         line(ip, f"alias add {words}")
     text = one_paragraph(info.value)
-    assert f"The {what} holds a lone surrogate ('\\ud800'" in text and "was not changed" in text
+    assert f"The {what} cannot be saved (the aliases file {ini} was not changed): the character" in text
     assert "Type it again without that character" in text
     text.encode("utf-8")
     assert ini.read_bytes() == before
-    with pytest.raises(ConfigError, match="alias name holds a lone surrogate"):
+    with pytest.raises(ConfigError, match="alias name cannot be saved"):
         line(ip, "alias remove keep\ud800")
     assert ini.read_bytes() == before
     assert cell(ip, "keep")[0].params["max_new_tokens"] == 3  # the aliases still work

@@ -7,7 +7,6 @@ from typing import Any
 from IPython.core.error import UsageError
 
 from sm_magic.calls import check_encodable
-from sm_magic.errors import ConfigError, EncodingError
 from sm_magic.params import ALIAS_PARAMS
 from sm_magic.table import Table
 
@@ -45,11 +44,5 @@ def _check_text(name: str, section: dict[str, str], path: Any) -> None:
     """Refuse, before the file is touched, a text UTF-8 cannot encode (a lone surrogate): one paragraph."""
     labels = {"endpoint": "endpoint name", **{p.name: f"{p.option} value" for p in ALIAS_PARAMS}}
     for what, text in (("alias name", name), *((labels.get(k, k), v) for k, v in section.items())):
-        try:
-            check_encodable(text)
-        except EncodingError as e:
-            raise ConfigError(
-                f"The {what} holds a lone surrogate ({e.character!r} at index {e.position}; around it: "
-                f"{e.snippet}), which UTF-8 cannot encode, so the aliases file ({path}) was not changed.",
-                hint="Type it again without that character (such characters come from bytes decoded with "
-                     "errors='surrogateescape').") from None
+        check_encodable(text, what, use=f"saved (the aliases file {path} was not changed)",
+                        hint="Type it again without that character.")

@@ -6,7 +6,6 @@ import argparse
 from typing import Any
 
 from sm_magic.calls import check_encodable
-from sm_magic.errors import ConfigError, EncodingError
 from sm_magic.journal import STATUSES
 from sm_magic.table import Table
 
@@ -56,13 +55,7 @@ def run(ctx: Any, args: Any) -> Any:
 def _check_filters(args: Any) -> None:
     """A text filter UTF-8 cannot encode (a lone surrogate) is one paragraph, not the database's traceback."""
     for flag, text in (("--search", args.search), ("--endpoint", args.endpoint)):
-        try:
-            check_encodable(text or "")
-        except EncodingError as e:
-            raise ConfigError(
-                f"The {flag} text holds a lone surrogate ({e.character!r} at index {e.position}; around it: "
-                f"{e.snippet}), which UTF-8 cannot encode, so no call can be looked up by it.",
-                hint=FILTER_HINTS[flag]) from None
+        check_encodable(text or "", f"{flag} text", use="looked up", hint=FILTER_HINTS[flag])
 
 
 def _row(record: Any) -> dict[str, Any]:
