@@ -435,7 +435,7 @@ def as_records(items: Any) -> list[Any]:
 def batch_prompts(template: str, items: Any, namespace: Mapping[str, Any], column: str | None = None) -> list[str]:
     """The cell template filled once per item: ``{text}`` is the item (or its ``column``), ``{item}`` the
     item, and a record's own fields by name."""
-    from sm_magic.interpolate import InterpolationError, field_names, interpolate
+    from sm_magic.interpolate import InterpolationError, field_names, interpolate, plain_fields
 
     records = as_records(items)
     names = set(field_names(template))
@@ -444,6 +444,7 @@ def batch_prompts(template: str, items: Any, namespace: Mapping[str, Any], colum
     if records and not names & item_fields:
         raise ConfigError("The cell does not use the item: every call would send the same prompt. Write {text} "
                           "where each item goes (or {item}, or a record's field such as {question}).")
+    plain = plain_fields(template)  # parsed once: 100,000 items are not 100,000 parses
     prompts = []
     for i, item in enumerate(records):
         if column is not None:
@@ -454,8 +455,27 @@ def batch_prompts(template: str, items: Any, namespace: Mapping[str, Any], colum
             value = item
         fields = item if isinstance(item, Mapping) else {}
         try:
+            if plain is not None:
+                try:
+                    prompts.append(_fill(plain, value, item, fields, namespace))
+                    continue
+                except Exception:  # a missing name, an object that cannot be shown: said below
+                    pass
             prompts.append(interpolate(template, ChainMap({"text": value, "item": item}, fields, namespace)))
         except InterpolationError as e:
             raise InterpolationError(f"Batch item {i}: {e.message}") from None
     return prompts
 
+
+def _fill(pairs: list[tuple[str, str | None]], value: Any, item: Any, fields: Mapping[str, Any],
+          namespace: Mapping[str, Any]) -> str:
+    """A plain template (:func:`~sm_magic.interpolate.plain_fields`) filled for one item, as
+    :func:`~sm_magic.interpolate.interpolate` would: the item, then its fields, then the namespace."""
+    out = []
+    for literal, name in pairs:
+        out.append(literal)
+        if name is not None:
+            found = value if name == "text" else item if name == "item" else \
+                fields[name] if name in fields else namespace[name]
+            out.append(found if type(found) is str else format(found, ""))
+    return "".join(out)

@@ -39,6 +39,23 @@ def field_names(template: str) -> list[str]:
     return names
 
 
+def plain_fields(template: str) -> list[tuple[str, str | None]] | None:
+    """The template as (literal text, field name or None) pairs when every field is a bare name
+    (``{text}``, ``{question}``): a batch then fills it with one lookup per field instead of parsing it
+    once per item. None for anything else (attributes, indexes, conversions, format specs, ``_`` names,
+    unbalanced braces): :func:`interpolate` handles those, and says what is wrong."""
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError:
+        return None
+    pairs: list[tuple[str, str | None]] = []
+    for literal, field, spec, conversion in parsed:
+        if field is not None and (not field.isidentifier() or field.startswith("_") or spec or conversion):
+            return None
+        pairs.append((literal, field))
+    return pairs
+
+
 def suggest(missing: list[str], namespace: Mapping[str, Any]) -> str:
     """A did-you-mean for each missing name close to a defined one (difflib), or an empty string."""
     defined = [n for n in namespace if isinstance(n, str) and not n.startswith("_")]

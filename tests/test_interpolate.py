@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+from collections import ChainMap
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from sm_magic.batch import batch_prompts
 from sm_magic.errors import ConfigError
-from sm_magic.interpolate import InterpolationError, field_names, interpolate
+from sm_magic.interpolate import InterpolationError, field_names, interpolate, plain_fields
 
 
 class Row:
@@ -69,3 +71,44 @@ def test_field_names_include_nested_specs():
 def test_any_text_gives_a_string_or_our_error(text):
     with contextlib.suppress(ConfigError):
         assert isinstance(interpolate(text, {"x": 1, "y": "two"}), str)
+
+
+class Shown:
+    def __format__(self, spec: str) -> str:
+        return f"<shown{spec}>"
+
+
+class Unshowable:
+    def __str__(self) -> str:
+        raise RuntimeError("no text for you")
+
+
+ITEMS = ["plain", 7, 2.5, None, Shown(), {"question": "why?", "text": "field text", 3: "int key"}, ["a", "b"]]
+
+
+@given(st.lists(st.one_of(st.sampled_from(["{text}", "{item}", "{question}", "{lang}", "{{", "}}"]),
+                          st.text(alphabet=st.characters(blacklist_characters="{}"), max_size=8)), min_size=1,
+                max_size=8))
+def test_a_batch_fills_a_plain_template_as_interpolate_does(parts):
+    template = "{text}" + "".join(parts)  # every batch template uses the item
+    namespace = {"lang": "French", "question": "from the notebook"}
+    assert plain_fields(template) is not None
+    expected = []
+    for item in ITEMS:
+        fields = item if isinstance(item, dict) else {}
+        expected.append(interpolate(template, ChainMap({"text": item, "item": item}, fields, namespace)))
+    assert batch_prompts(template, ITEMS, namespace) == expected
+
+
+@pytest.mark.parametrize("template", ["{text.upper}", "{text[0]}", "{text!r}", "{text:>9}", "{_text}", "{0}", "{}",
+                                      "{text"])
+def test_other_templates_are_not_plain(template):
+    assert plain_fields(template) is None
+
+
+def test_a_batch_item_that_cannot_be_filled_is_named_as_before():
+    with pytest.raises(InterpolationError, match=r"Batch item 1: The prompt refers to \{nope\}"):
+        batch_prompts("{text} {nope}", [{"nope": 1}, "a"], {})
+    with pytest.raises(InterpolationError, match=r"Batch item 2: \{text\} could not be turned into text: "
+                                                  "RuntimeError: no text for you"):
+        batch_prompts("Q: {text}", ["a", "b", Unshowable()], {})
