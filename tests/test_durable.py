@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import signal
@@ -15,7 +16,8 @@ import pytest
 from jupyter_client.manager import KernelManager
 
 from sm_magic.aliases import Alias, AliasStore
-from sm_magic.local import EndpointSpec, LocalEndpoint, ServerConfig
+from sm_magic.errors import ConfigError, ModelError
+from sm_magic.local import EndpointSpec, Fault, LocalEndpoint, ServerConfig
 from tests.conftest import FAKE_SECRET, FAKE_TOKEN
 
 ITEMS = 500
@@ -228,3 +230,24 @@ def test_a_corrupt_aliases_file_never_stops_the_extension(tmp_path, monkeypatch)
     assert magics.state.aliases.get("good").endpoint == "tgi"
     with pytest.raises(Exception, match="regoin"):
         magics.state.aliases.get("bad")
+
+
+def test_history_filters_hold_with_logging_off(ip, local, sm_magic_home):
+    ip.run_line_magic("sagemaker", "config log=off")
+    ip.run_cell_magic("sagemaker", "tgi --handler tgi", "Alpha question")
+    ip.run_cell_magic("sagemaker", "lmi --handler lmi", "beta question")
+    local.inject("faulty", Fault("model-error", message="Input too long"))
+    with contextlib.suppress(ModelError):
+        ip.run_cell_magic("sagemaker", "faulty --handler tgi", "gamma question")
+
+    def prompts(options: str) -> list[str]:
+        return [row["prompt"] for row in ip.run_line_magic("sagemaker", f"history {options}").rows]
+
+    assert prompts("") == ["Alpha question", "beta question", "gamma question"]
+    assert prompts("--endpoint lmi") == ["beta question"]
+    assert prompts("--status error") == ["gamma question"]
+    assert prompts("--status ok --search ALPHA") == ["Alpha question"]
+    assert prompts("--search question --limit 2") == ["beta question", "gamma question"]
+    with pytest.raises(ConfigError, match="--job 3: jobs are journaled, and logging is off"):
+        ip.run_line_magic("sagemaker", "history --job 3")
+    assert not (sm_magic_home / "journal.sqlite3").exists()

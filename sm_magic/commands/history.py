@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from sm_magic.calls import check_encodable
+from sm_magic.errors import ConfigError
 from sm_magic.journal import STATUSES
 from sm_magic.table import Table
 
@@ -38,7 +39,7 @@ def run(ctx: Any, args: Any) -> Any:
     _check_filters(args)
     journal = ctx.runner.journal
     if not journal.enabled:  # logging off: this kernel's summaries in memory
-        rows = [entry.row() for entry in list(ctx.runner.history)][-args.limit:]
+        rows = _in_memory(list(ctx.runner.history), args)
         title = "Calls in this kernel (logging is off: `%sagemaker config log=on` keeps them)"
     else:
         from sm_magic.records import session_id
@@ -50,6 +51,23 @@ def run(ctx: Any, args: Any) -> Any:
     if args.var:
         ctx.namespace[args.var] = _frame(rows)
     return Table(rows, title=title, empty="No calls yet.")
+
+
+def _in_memory(entries: list[Any], args: Any) -> list[dict[str, Any]]:
+    """This kernel's summaries, filtered as the journal would be (``--search`` reads the prompt as kept
+    in memory: its first few thousand characters; answers are not kept)."""
+    if args.job is not None:
+        raise ConfigError(f"--job {args.job}: jobs are journaled, and logging is off.",
+                          hint="`%sagemaker config log=on` journals the next ones.")
+    search = (args.search or "").lower()
+    rows = []
+    for entry in entries:
+        status = entry.status if entry.status in STATUSES or entry.status == "dry run" else "error"
+        if ((args.endpoint and entry.endpoint != args.endpoint) or (args.status and status != args.status)
+                or (search and search not in entry.prompt.lower())):
+            continue
+        rows.append(entry.row())
+    return rows[-args.limit:]
 
 
 def _check_filters(args: Any) -> None:
