@@ -346,6 +346,7 @@ class Panel:
             # the name the call was made with: an alias's name, so a re-run goes through the alias again
             self.state.endpoint = entry.values.get("endpoint") or entry.endpoint
             self.state.handler = entry.handler
+            self.state.stream = bool(entry.values.get("stream"))
             for name in self.fields:
                 trait = self.state.traits()[name]
                 value = entry.values.get(name)

@@ -223,7 +223,8 @@ def test_a_panel_run_sees_what_another_kernel_wrote_to_the_aliases_file(panel, i
 
 def test_restore_brings_back_every_setting_in_the_state_and_the_fields(panel, ip):
     ip.run_cell_magic("sagemaker", "tgi --handler tgi --temperature 0.3 --max-new-tokens 7 --seed 5 "
-                                   "--custom-attributes a=b --stop END", "hi")
+                                   "--custom-attributes a=b --stop END --stream", "hi")
+    assert not panel.stream.value  # --stream was this cell's, not a setting
     panel.fields["temperature"].value = "0.9"
     panel.fields["seed"].value = "1"
     panel.fields["stop"].value = "OTHER"
@@ -232,6 +233,7 @@ def test_restore_brings_back_every_setting_in_the_state_and_the_fields(panel, ip
     panel.restore.click()
     s = panel.state
     assert (s.temperature, s.max_new_tokens, s.seed, s.custom_attributes, s.stop) == (0.3, 7, 5, "a=b", ["END"])
+    assert s.stream and panel.stream.value
     shown = {name: panel.fields[name].value for name in ("temperature", "max_new_tokens", "seed",
                                                           "custom_attributes", "stop")}
     assert shown == {"temperature": "0.3", "max_new_tokens": "7", "seed": "5", "custom_attributes": "a=b",
