@@ -32,7 +32,9 @@ def field_names(template: str) -> list[str]:
         if field is None:
             continue
         first, _rest = _string.formatter_field_name_split(field) if field else ("", iter(()))
-        if isinstance(first, str) and first and first not in names:
+        if not isinstance(first, str) or not first:  # {} or {0}: named as written, not as str.format numbers it
+            raise InterpolationError(f"{{{field}}}: positional fields are not allowed; use a name. {BRACES_HINT}")
+        if first not in names:
             names.append(first)
         if spec:
             names += [n for n in field_names(spec) if n not in names]
@@ -122,6 +124,10 @@ def interpolate(template: str, namespace: Mapping[str, Any]) -> str:
     if "{" not in template and "}" not in template:  # nothing to fill (most prompts)
         return template
     missing = [n for n in field_names(template) if n not in namespace and not n.startswith("_")]
+    if missing and not all(n.isidentifier() for n in missing):  # braces of pasted JSON or code, not names
+        odd = next(n for n in missing if not n.isidentifier())
+        raise InterpolationError(f"The prompt's braces hold {odd}, not a name: if they are part of the text "
+                                 "(JSON, code), write {{ and }} for them, or use --no-interpolate.")
     if missing:
         listed = ", ".join(f"{{{n}}}" for n in missing)
         raise InterpolationError(

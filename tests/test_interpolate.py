@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 from collections import ChainMap
 
 import pytest
@@ -60,7 +61,15 @@ def test_unbalanced_braces_explain_how_to_escape():
 def test_json_in_a_prompt_is_reported_not_evaluated():
     with pytest.raises(InterpolationError) as info:
         interpolate('{"a": 1}', {})
+    assert info.value.explain().startswith("The prompt's braces hold \"a\", not a name")
     assert "{{" in info.value.explain()
+
+
+@pytest.mark.parametrize("template", ["{}", "x {} y", "{0}", "{x:{}}"])
+def test_a_positional_field_is_named_as_written(template):
+    written = "{0}" if "0" in template else "{}"
+    with pytest.raises(InterpolationError, match=f"^{re.escape(written)}: positional fields are not allowed"):
+        interpolate(template, {"x": 1})
 
 
 def test_field_names_include_nested_specs():
