@@ -40,6 +40,8 @@ class Fault:
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"unknown fault {self.kind!r}; choose one of: {', '.join(KINDS)}")
+        if self.times < 1 and self.times != -1:
+            raise ValueError(f"times={self.times}: a fault applies to the next 1 or more calls, or -1 for every call")
 
 
 class FaultPlan:

@@ -221,8 +221,12 @@ class _Routes(Handler):
         try:
             body = self.read_body(self.endpoint.config.max_body_bytes)
             if self.path == "/_local/faults":
-                data = json.loads(body)
-                self.endpoint.inject(data["endpoint"], *(Fault(**f) for f in data.get("faults", [])))
+                try:
+                    data = json.loads(body)
+                    faults = [Fault(**f) for f in data.get("faults", [])]
+                except (ValueError, TypeError, KeyError, AttributeError) as e:
+                    raise ApiError(400, "ValidationException", f"bad fault: {e}") from None
+                self.endpoint.inject(data["endpoint"], *faults)
                 self.send_json({})
                 return
             self._check_signature(body, protocol)

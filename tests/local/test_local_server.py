@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import threading
+import urllib.error
 import urllib.request
 
 import boto3
@@ -210,6 +211,17 @@ def test_faults_can_be_scripted_over_http(local):
     runtime(local).invoke_endpoint(EndpointName="faulty", Body=tgi_body())  # the fault was used up
     with urllib.request.urlopen(f"{local.url}/_local/calls") as answer:
         assert json.loads(answer.read())["faulty"] >= 2
+
+
+@pytest.mark.parametrize("times", [0, -2])
+def test_a_fault_for_no_calls_is_refused_not_applied_forever(local, times):
+    with pytest.raises(ValueError, match=f"times={times}: a fault applies to the next 1 or more calls"):
+        Fault("internal", times=times)
+    body = json.dumps({"endpoint": "faulty", "faults": [{"kind": "internal", "times": times}]}).encode()
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(urllib.request.Request(f"{local.url}/_local/faults", data=body, method="POST"))
+    assert refused.value.code == 400 and f"times={times}" in refused.value.read().decode()
+    runtime(local).invoke_endpoint(EndpointName="faulty", Body=tgi_body())  # nothing was injected
 
 
 def test_aws_cli_invokes_the_local_endpoint(local, tmp_path):
