@@ -204,7 +204,7 @@ def batches(server: Any, sizes: list[int], concurrency: int = 16, repeat: int = 
     rows = []
     for n in sizes:
         runs: dict[str, list[dict[str, Any]]] = {name: [] for name in kinds}
-        for _ in range(repeat if n < 50_000 else 1):  # alternate: a busy moment hits every contender
+        for _ in range(repeat if n < 50_000 else 2):  # alternate: a busy moment hits every contender
             for name, job in kinds.items():
                 if n >= 50_000 and name.startswith("Runner"):
                     continue
