@@ -95,7 +95,8 @@ def invoke(session: Session, endpoint: str, prompt: Prompt, handler: ContentHand
            params: dict[str, Any] | None = None, options: InvokeOptions | None = None,
            dry_run: bool = False) -> Result:
     """One call; returns the decoded :class:`Result`."""
-    params = params or {}
+    if params is None:  # the caller's dict otherwise, even empty: a batch's items share it
+        params = {}
     request = build_request(endpoint, prompt, handler, params, options)
     if dry_run:
         return Result("", endpoint, handler.name, params=params, request=request, dry_run=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -63,7 +64,7 @@ class Result:
     body: bytes | None = None
     content_type: str | None = None
     data: Any = None
-    sources: list[dict[str, Any]] = field(default_factory=list)
+    sources: Sequence[dict[str, Any]] = ()  # a QA answer's chunks (a list); () costs a batch item nothing
     streamed: bool = False
     interrupted: bool = False
     dry_run: bool = False
