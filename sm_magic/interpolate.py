@@ -15,6 +15,7 @@ from typing import Any
 from sm_magic.errors import ConfigError
 
 BRACES_HINT = "Write {{ and }} for literal braces, or use --no-interpolate."
+CODE_CHARACTERS = "\"'\n:;,()=<>"  # in braces, these say JSON or code, not a misspelt name
 
 
 class InterpolationError(ConfigError):
@@ -124,10 +125,11 @@ def interpolate(template: str, namespace: Mapping[str, Any]) -> str:
     if "{" not in template and "}" not in template:  # nothing to fill (most prompts)
         return template
     missing = [n for n in field_names(template) if n not in namespace and not n.startswith("_")]
-    if missing and not all(n.isidentifier() for n in missing):  # braces of pasted JSON or code, not names
-        odd = next(n for n in missing if not n.isidentifier())
-        raise InterpolationError(f"The prompt's braces hold {odd}, not a name: if they are part of the text "
-                                 "(JSON, code), write {{ and }} for them, or use --no-interpolate.")
+    odd = next((n for n in missing if any(c in n for c in CODE_CHARACTERS)), None)
+    if odd is not None:  # braces of pasted JSON or code, not a name
+        shown = " ".join(odd.split())[:40]
+        raise InterpolationError(f"The braces in the prompt hold {shown!r}, which is not a name: if they are part "
+                                 "of the text (JSON, code), write {{ and }} for them, or use --no-interpolate.")
     if missing:
         listed = ", ".join(f"{{{n}}}" for n in missing)
         raise InterpolationError(

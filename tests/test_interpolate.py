@@ -61,7 +61,11 @@ def test_unbalanced_braces_explain_how_to_escape():
 def test_json_in_a_prompt_is_reported_not_evaluated():
     with pytest.raises(InterpolationError) as info:
         interpolate('{"a": 1}', {})
-    assert info.value.explain().startswith("The prompt's braces hold \"a\", not a name")
+    assert info.value.explain().startswith("The braces in the prompt hold '\"a\"', which is not a name")
+    with pytest.raises(InterpolationError, match="braces in the prompt hold 'return x;', which is not a name"):
+        interpolate("int f() {\n  return x;\n}", {})
+    with pytest.raises(InterpolationError, match=r"refers to \{first nam\}, not defined"):  # a column, misspelt
+        interpolate("{first nam}", {"first name": "Ada"})
     assert "{{" in info.value.explain()
 
 

@@ -223,10 +223,10 @@ class _Routes(Handler):
             if self.path == "/_local/faults":
                 try:
                     data = json.loads(body)
-                    faults = [Fault(**f) for f in data.get("faults", [])]
+                    name, faults = data["endpoint"], [Fault(**f) for f in data.get("faults", [])]
                 except (ValueError, TypeError, KeyError, AttributeError) as e:
-                    raise ApiError(400, "ValidationException", f"bad fault: {e}") from None
-                self.endpoint.inject(data["endpoint"], *faults)
+                    raise ApiError(400, "ValidationException", f"bad fault: {e!r}") from None
+                self.endpoint.inject(name, *faults)
                 self.send_json({})
                 return
             self._check_signature(body, protocol)
