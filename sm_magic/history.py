@@ -34,6 +34,8 @@ class HistoryEntry:
     tokens: int | None
     status: str
     values: dict[str, Any]
+    length: int = 0  # the whole prompt's length in characters (``prompt`` keeps KEPT_PROMPT of them)
+    job: str | None = None  # a job's kind ("batch", "qa-map"): the entry sums it up, its prompt is no prompt
 
     def row(self) -> dict[str, Any]:
         head = printable(self.prompt[:PROMPT_HEAD + 1].replace("\n", " "))

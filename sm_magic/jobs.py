@@ -175,7 +175,7 @@ class Jobs:
         self.runner.remember(HistoryEntry(  # one summary per job, not one per item
             started, resolved.endpoint, resolved.handler.name,
             f"{kind} of {len(prompts)}: {(spec.template or '')[:KEPT_PROMPT]}", batch.elapsed, None, status,
-            resolved.settings))
+            resolved.settings, job=kind))
         return batch
 
     def resume(self, job_id: int, concurrency: int | None = None) -> Any:

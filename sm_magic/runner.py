@@ -187,7 +187,7 @@ class Runner:
         entry = HistoryEntry(
             when=started, endpoint=resolved.endpoint, handler=resolved.handler.name, prompt=template[:KEPT_PROMPT],
             latency=result.latency if result else None, tokens=result.tokens if result else None,
-            status=status, values=resolved.settings,
+            status=status, values=resolved.settings, length=len(template),
         )
         self.remember(entry)
 

@@ -18,7 +18,7 @@ import ipywidgets as w
 from traitlets import link
 
 from sm_magic.display import Pacer
-from sm_magic.errors import SageMakerError
+from sm_magic.errors import ConfigError, SageMakerError
 from sm_magic.history import printable
 from sm_magic.interpolate import interpolate
 from sm_magic.params import INVOKE, MODEL, QA
@@ -338,19 +338,34 @@ class Panel:
             self.status.value = f'<span style="color: #b00">History: {html.escape(type(e).__name__)}</span>'
 
     def _restore(self) -> None:
+        """The call's prompt and the settings it was made with, as chosen: an alias's name (its own settings
+        stay the alias's), the handler as set (``auto`` stays auto)."""
         if self.history.value is None:
             return
         entry = self._entries[self.history.value]
+        if entry.job is not None:
+            self.status.value = (f'<span style="color: #b00">A {html.escape(entry.job)} cannot be restored here: '
+                                 "run its cell again (with --resume, finished items are not called again).</span>")
+            return
+        name = entry.values.get("endpoint") or entry.endpoint  # the name the call was made with
+        try:
+            alias = self.state.aliases.get(name)
+        except ConfigError:  # an alias broken since: its name is restored, its settings were not ours
+            alias = None
+        # the alias's own settings apply through the alias: they are not made the kernel's defaults
+        values = {k: v for k, v in entry.values.items() if alias is None or alias.values.get(k) != v}
         self.prompt.value = printable(entry.prompt)
         with self.state.hold_trait_notifications():
-            # the name the call was made with: an alias's name, so a re-run goes through the alias again
-            self.state.endpoint = entry.values.get("endpoint") or entry.endpoint
-            self.state.handler = entry.handler
-            self.state.stream = bool(entry.values.get("stream"))
-            for name in self.fields:
-                trait = self.state.traits()[name]
-                value = entry.values.get(name)
-                setattr(self.state, name, value if value is not None or trait.allow_none else trait.default_value)
+            self.state.endpoint = name
+            for setting in ("handler", "stream", *self.fields):
+                trait = self.state.traits()[setting]
+                value = values.get(setting)
+                setattr(self.state, setting, value if value is not None or trait.allow_none
+                        else trait.default_value)
+        cut = entry.length - len(entry.prompt)
+        self.status.value = "" if cut <= 0 else (
+            f'<span style="color: #b00">⚠ Only the first {len(entry.prompt):,} characters of this prompt were '
+            f"kept ({cut:,} more were sent): complete it before running it again.</span>")
         self.tabs.selected_index = 3
 
 

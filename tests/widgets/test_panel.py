@@ -256,3 +256,35 @@ def test_restoring_a_call_made_through_an_alias_runs_through_the_alias_again(pan
     assert (last.endpoint, last.text, last.params["max_new_tokens"]) == ("tgi", "You said: hello", 4)
     calls = panel.runner.journal.history(limit=2)
     assert [(c.endpoint, c.region) for c in calls] == [("tgi", "eu-west-3")] * 2  # the alias's region, both times
+
+
+def test_restore_leaves_an_alias_its_settings_and_auto_its_choice(panel, ip):
+    ip.run_line_magic("sagemaker", "alias add myal lmi --handler lmi --temperature 0.3 --max-new-tokens 7")
+    ip.run_cell_magic("sagemaker", "myal --seed 3", "via alias")
+    panel.wait()
+    panel.history.value = panel.history.options[0][1]
+    panel.restore.click()
+    s = panel.state
+    assert (s.endpoint, s.handler, s.seed) == ("myal", "auto", 3)  # the cell's own flag comes back
+    assert (s.temperature, s.max_new_tokens) == (None, None)  # the alias's stay the alias's
+    other = ip.run_cell_magic("sagemaker", "tgi --dry-run", "after restore")
+    assert other.handler == "tgi" and json.loads(other.request.body)["parameters"] == {"seed": 3}
+    run(panel)  # the restored call still goes through the alias, with its settings
+    assert panel.runner.last.handler == "lmi" and panel.runner.last.params == {
+        "temperature": 0.3, "max_new_tokens": 7, "seed": 3}
+
+
+def test_restore_refuses_a_batch_and_says_when_a_prompt_was_cut(panel, ip):
+    ip.user_ns["items"] = ["x", "y"]
+    ip.run_cell_magic("sagemaker", "tgi --batch items --yes", "Q {text}")
+    panel.prompt.value = "kept"
+    panel.wait()
+    panel.history.value = panel.history.options[0][1]
+    panel.restore.click()
+    assert panel.prompt.value == "kept" and "A batch cannot be restored here" in panel.status.value
+    ip.run_cell_magic("sagemaker", "tgi", "L" * 5000 + "END")
+    panel.wait()
+    panel.history.value = panel.history.options[0][1]
+    panel.restore.click()
+    assert panel.prompt.value == "L" * 4000
+    assert "Only the first 4,000 characters of this prompt were kept (1,003 more were sent)" in panel.status.value
