@@ -248,6 +248,19 @@ def test_history_filters_hold_with_logging_off(ip, local, sm_magic_home):
     assert prompts("--status error") == ["gamma question"]
     assert prompts("--status ok --search ALPHA") == ["Alpha question"]
     assert prompts("--search question --limit 2") == ["beta question", "gamma question"]
-    with pytest.raises(ConfigError, match="--job 3: jobs are journaled, and logging is off"):
-        ip.run_line_magic("sagemaker", "history --job 3")
+    ip.run_line_magic("sagemaker", "alias add teacher lmi --handler lmi")
+    assert prompts("--endpoint teacher") == ["beta question"]  # an alias stands for its endpoint
+    assert "No calls match." in repr(ip.run_line_magic("sagemaker", "history --search nowhere"))
+    for flag in ("--job 3", "--all"):
+        with pytest.raises(ConfigError, match=f"{flag} needs the journal, and logging is off"):
+            ip.run_line_magic("sagemaker", f"history {flag}")
     assert not (sm_magic_home / "journal.sqlite3").exists()
+
+
+def test_history_takes_an_alias_for_its_endpoint_in_the_journal(ip, local, sm_magic_home):
+    ip.run_line_magic("sagemaker", "alias add teacher lmi --handler lmi")
+    ip.run_cell_magic("sagemaker", "tgi --handler tgi", "to tgi")
+    ip.run_cell_magic("sagemaker", "teacher", "through the alias")
+    table = ip.run_line_magic("sagemaker", "history --endpoint teacher")
+    assert [row["prompt"] for row in table.rows] == ["through the alias"]
+    assert "alias teacher → endpoint lmi" in repr(table)

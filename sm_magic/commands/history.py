@@ -38,32 +38,42 @@ def _limit(text: str) -> int:
 def run(ctx: Any, args: Any) -> Any:
     _check_filters(args)
     journal = ctx.runner.journal
+    endpoint, through = _endpoint(ctx, args.endpoint)
     if not journal.enabled:  # logging off: this kernel's summaries in memory
-        rows = _in_memory(list(ctx.runner.history), args)
+        rows = _in_memory(list(ctx.runner.history), args, endpoint)
         title = "Calls in this kernel (logging is off: `%sagemaker config log=on` keeps them)"
     else:
         from sm_magic.records import session_id
 
-        records = journal.history(session=None if args.all else session_id(), endpoint=args.endpoint,
+        records = journal.history(session=None if args.all else session_id(), endpoint=endpoint,
                                   status=args.status, text=args.search, job_id=args.job, limit=args.limit)
         rows = [_row(r) for r in reversed(records)]
         title = f"Calls {'in every kernel' if args.all else 'in this kernel'} ({journal.path})"
     if args.var:
         ctx.namespace[args.var] = _frame(rows)
-    return Table(rows, title=title, empty="No calls yet.")
+    filtered = any(v is not None for v in (args.endpoint, args.status, args.search, args.job))
+    return Table(rows, title=title + through, empty="No calls match." if filtered else "No calls yet.")
 
 
-def _in_memory(entries: list[Any], args: Any) -> list[dict[str, Any]]:
-    """This kernel's summaries, filtered as the journal would be (``--search`` reads the prompt as kept
-    in memory: its first few thousand characters; answers are not kept)."""
-    if args.job is not None:
-        raise ConfigError(f"--job {args.job}: jobs are journaled, and logging is off.",
-                          hint="`%sagemaker config log=on` journals the next ones.")
+def _endpoint(ctx: Any, name: str | None) -> tuple[str | None, str]:
+    """``--endpoint``: an alias stands for its endpoint (calls are recorded with the endpoint they reached)."""
+    alias = ctx.state.aliases.get(name) if name else None
+    return (alias.endpoint, f"; alias {name} → endpoint {alias.endpoint}") if alias else (name, "")
+
+
+def _in_memory(entries: list[Any], args: Any, endpoint: str | None) -> list[dict[str, Any]]:
+    """This kernel's summaries, filtered as the journal would be, as far as memory allows: ``--search``
+    reads the cell as written (its first few thousand characters; answers are not kept), a job is one
+    row (its status ``partial`` when items failed), and neither other kernels nor jobs can be asked for."""
+    for flag, wanted in (("--all", args.all), (f"--job {args.job}", args.job is not None)):
+        if wanted:
+            raise ConfigError(f"{flag} needs the journal, and logging is off: this kernel's calls are all "
+                              "there is.", hint="`%sagemaker config log=on` journals the next calls.")
     search = (args.search or "").lower()
     rows = []
     for entry in entries:
         status = entry.status if entry.status in STATUSES or entry.status == "dry run" else "error"
-        if ((args.endpoint and entry.endpoint != args.endpoint) or (args.status and status != args.status)
+        if ((endpoint and entry.endpoint != endpoint) or (args.status and status != args.status)
                 or (search and search not in entry.prompt.lower())):
             continue
         rows.append(entry.row())
