@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import threading
 import urllib.request
 from dataclasses import asdict, dataclass
@@ -40,8 +41,16 @@ class Fault:
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"unknown fault {self.kind!r}; choose one of: {', '.join(KINDS)}")
-        if self.times < 1 and self.times != -1:
-            raise ValueError(f"times={self.times}: a fault applies to the next 1 or more calls, or -1 for every call")
+        if type(self.times) is not int or (self.times < 1 and self.times != -1):
+            raise ValueError(f"times={self.times!r}: a fault applies to the next 1 or more calls, or -1 for every call")
+        for name, low, high in (("after_parts", 0, None), ("status", 100, 599)):
+            value = getattr(self, name)
+            if type(value) is not int or value < low or (high is not None and value > high):
+                raise ValueError(f"{name}={value!r}: a whole number from {low}" + (f" to {high}" if high else ""))
+        if type(self.seconds) not in (int, float) or not 0 <= self.seconds < math.inf:
+            raise ValueError(f"seconds={self.seconds!r}: a number of seconds, 0 or more")
+        if not isinstance(self.message, str):
+            raise ValueError(f"message={self.message!r}: text")
 
 
 class FaultPlan:

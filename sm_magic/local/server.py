@@ -224,6 +224,8 @@ class _Routes(Handler):
                 try:
                     data = json.loads(body)
                     name, faults = data["endpoint"], [Fault(**f) for f in data.get("faults", [])]
+                    if not isinstance(name, str):
+                        raise TypeError(f"endpoint={name!r}: an endpoint's name")
                 except (ValueError, TypeError, KeyError, AttributeError) as e:
                     raise ApiError(400, "ValidationException", f"bad fault: {e!r}") from None
                 self.endpoint.inject(name, *faults)

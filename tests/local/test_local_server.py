@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -213,14 +214,19 @@ def test_faults_can_be_scripted_over_http(local):
         assert json.loads(answer.read())["faulty"] >= 2
 
 
-@pytest.mark.parametrize("times", [0, -2])
-def test_a_fault_for_no_calls_is_refused_not_applied_forever(local, times):
-    with pytest.raises(ValueError, match=f"times={times}: a fault applies to the next 1 or more calls"):
-        Fault("internal", times=times)
-    body = json.dumps({"endpoint": "faulty", "faults": [{"kind": "internal", "times": times}]}).encode()
-    with pytest.raises(urllib.error.HTTPError) as refused:
-        urllib.request.urlopen(urllib.request.Request(f"{local.url}/_local/faults", data=body, method="POST"))
-    assert refused.value.code == 400 and f"times={times}" in refused.value.read().decode()
+@pytest.mark.parametrize(("fault", "said"), [
+    ({"times": 0}, "times=0: a fault applies to the next 1 or more calls"), ({"times": -2}, "times=-2"),
+    ({"times": 1.5}, "times=1.5"), ({"times": True}, "times=True"), ({"seconds": -1}, "seconds=-1"),
+    ({"seconds": "x"}, "seconds='x'"), ({"status": "abc"}, "status='abc'"), ({"status": 99999}, "status=99999"),
+    ({"after_parts": -3}, "after_parts=-3"), ({"message": 7}, "message=7")])
+def test_a_fault_that_cannot_apply_is_refused_not_applied_forever(local, fault, said):
+    with pytest.raises(ValueError, match=re.escape(said)):
+        Fault("internal", **fault)
+    for endpoint, faults in (("faulty", [{"kind": "internal", **fault}]), (None, []), (["faulty"], [])):
+        body = json.dumps({"endpoint": endpoint, "faults": faults}).encode()
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(urllib.request.Request(f"{local.url}/_local/faults", data=body, method="POST"))
+        assert refused.value.code == 400 and "bad fault" in refused.value.read().decode()
     runtime(local).invoke_endpoint(EndpointName="faulty", Body=tgi_body())  # nothing was injected
 
 
