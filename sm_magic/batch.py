@@ -439,11 +439,11 @@ def batch_prompts(template: str, items: Any, namespace: Mapping[str, Any], colum
 
     records = as_records(items)
     names = set(field_names(template))
-    first = records[0] if records else None
-    item_fields = {"text", "item", *(first.keys() if isinstance(first, Mapping) else ())}
-    if records and not names & item_fields:
+    record_fields = set().union(*(r.keys() for r in records if isinstance(r, Mapping)))
+    if records and not names & {"text", "item", *record_fields}:
         raise ConfigError("The cell does not use the item: every call would send the same prompt. Write {text} "
                           "where each item goes (or {item}, or a record's field such as {question}).")
+    wanted = names & record_fields - {"text", "item"}  # fields some records have: every one must
     plain = plain_fields(template)  # parsed once: 100,000 items are not 100,000 parses
     prompts = []
     for i, item in enumerate(records):
@@ -454,6 +454,10 @@ def batch_prompts(template: str, items: Any, namespace: Mapping[str, Any], colum
         else:
             value = item
         fields = item if isinstance(item, Mapping) else {}
+        if wanted and not wanted <= fields.keys():  # else a notebook variable of that name would fill it
+            lacking = ", ".join(sorted(wanted - fields.keys()))
+            raise ConfigError(f"Batch item {i} has no field {lacking}, which other items have: give every item "
+                              "the field (a notebook variable of that name would otherwise be used for some).")
         try:
             if plain is not None:
                 try:

@@ -96,7 +96,8 @@ class Unshowable:
         raise RuntimeError("no text for you")
 
 
-ITEMS = ["plain", 7, 2.5, None, Shown(), {"question": "why?", "text": "field text", 3: "int key"}, ["a", "b"]]
+ITEMS = ["plain", 7, 2.5, None, Shown(), ["a", "b"]]
+RECORDS = [{"question": "why?", "text": "field text", 3: "int key"}, {"question": Shown(), "other": "German"}]
 
 
 @given(st.lists(st.one_of(st.sampled_from(["{text}", "{item}", "{question}", "{lang}", "{{", "}}"]),
@@ -106,11 +107,12 @@ def test_a_batch_fills_a_plain_template_as_interpolate_does(parts):
     template = "{text}" + "".join(parts)  # every batch template uses the item
     namespace = {"lang": "French", "question": "from the notebook"}
     assert plain_fields(template) is not None
-    expected = []
-    for item in ITEMS:
-        fields = item if isinstance(item, dict) else {}
-        expected.append(interpolate(template, ChainMap({"text": item, "item": item}, fields, namespace)))
-    assert batch_prompts(template, ITEMS, namespace) == expected
+    for items in (ITEMS, RECORDS):
+        expected = []
+        for item in items:
+            fields = item if isinstance(item, dict) else {}
+            expected.append(interpolate(template, ChainMap({"text": item, "item": item}, fields, namespace)))
+        assert batch_prompts(template, items, namespace) == expected
 
 
 @pytest.mark.parametrize("template", ["{text.upper}", "{text[0]}", "{text!r}", "{text:>9}", "{_text}", "{0}", "{}",
@@ -120,8 +122,17 @@ def test_other_templates_are_not_plain(template):
 
 
 def test_a_batch_item_that_cannot_be_filled_is_named_as_before():
-    with pytest.raises(InterpolationError, match=r"Batch item 1: The prompt refers to \{nope\}"):
-        batch_prompts("{text} {nope}", [{"nope": 1}, "a"], {})
+    with pytest.raises(InterpolationError, match=r"Batch item 0: The prompt refers to \{nope\}"):
+        batch_prompts("{text} {nope}", ["a", "b"], {})
     with pytest.raises(InterpolationError, match=r"Batch item 2: \{text\} could not be turned into text: "
                                                   "RuntimeError: no text for you"):
         batch_prompts("Q: {text}", ["a", "b", Unshowable()], {})
+
+
+def test_a_record_without_a_field_the_others_have_is_refused_not_filled_from_the_notebook():
+    namespace = {"q": "GLOBAL"}
+    for records in ([{"q": "a"}, {"other": "b"}], [{"other": "b"}, {"q": "a"}]):
+        with pytest.raises(ConfigError, match=r"Batch item [01] has no field q, which other items have"):
+            batch_prompts("Q: {q}", records, namespace)
+    assert batch_prompts("{q} in {lang}", [{"q": "a"}, {"q": "b"}], {"lang": "French"}) == ["a in French",
+                                                                                            "b in French"]
