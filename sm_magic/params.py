@@ -257,8 +257,8 @@ PARAMS: tuple[Param, ...] = (
     P("context_tokens", QA, "int", "the endpoint's context size for QA (tokens)", default=2048, low=64,
       alias=True, config=True),
     # batches
-    P("batch", BATCH, "str", "run the cell once per item of VAR (list, records or DataFrame)", variable=True,
-      metavar="VAR"),
+    P("batch", BATCH, "str", "run the cell once per item of VAR (list, records or DataFrame): {text} or {item} "
+      "is the item, {field} a record's field (every record needs it)", variable=True, metavar="VAR"),
     P("column", BATCH, "str", "batch: the field of each record to fill {text} (default: the whole item)"),
     P("concurrency", BATCH, "int", "batch and QA map: calls in flight", default=8, low=1, high=256, config=True),
     P("max_calls", BATCH, "int", "a batch or QA run above this many calls asks for --yes first", default=200, low=1,
