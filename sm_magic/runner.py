@@ -339,6 +339,9 @@ class Runner:
               concurrency: int | None = None, dry_run: bool = False, progress: bool = True) -> Any:
         """The cell template once per item (``{text}`` is the item or its ``column``); a journaled job."""
 
+        if spec.values.get("stream"):  # the cell's own flag (a configured default streams single calls only)
+            raise ConfigError("--stream shows one answer as it arrives; a batch shows each answer when it is "
+                              "complete.", hint="Drop --stream from the batch's line.")
         template = spec.template if spec.template is not None else str(spec.prompt)
         prompts = batch_prompts(template, items, namespace, column)
         resolved = self.state.resolve(replace(spec, prompt=prompts[0] if prompts else ""))

@@ -502,3 +502,13 @@ def test_a_lone_surrogate_in_alias_add_is_one_paragraph_and_leaves_the_file_as_i
         line(ip, "alias remove keep\ud800")
     assert ini.read_bytes() == before
     assert cell(ip, "keep")[0].params["max_new_tokens"] == 3  # the aliases still work
+
+
+def test_stream_on_a_batch_line_is_refused_and_a_streaming_default_is_not(ip, local):
+    ip.user_ns["items"] = ["a", "b"]
+    before = local.calls["tgi"]
+    with pytest.raises(ConfigError, match="--stream shows one answer as it arrives; a batch shows each answer"):
+        cell(ip, "tgi --batch items --stream", "{text}")
+    assert local.calls["tgi"] == before
+    ip.run_line_magic("sagemaker", "config stream=true")
+    assert cell(ip, "tgi --handler tgi --batch items", "{text}")[0].texts == ["You said: a", "You said: b"]
