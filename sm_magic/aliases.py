@@ -56,10 +56,10 @@ class Alias:
             if key == "endpoint":
                 continue
             try:
-                param = lookup(key, ALIAS_PARAMS, f"key in alias [{name}]")
+                param = lookup(key, ALIAS_PARAMS, "key")
                 values[param.name] = param.parse(text)
             except ConfigError as e:
-                raise ConfigError(f"{where}: {e.message}") from None
+                raise ConfigError(f"{where}: alias [{name}]: {e.message}") from None
         return cls(name, section["endpoint"], values)
 
     def to_section(self) -> dict[str, str]:

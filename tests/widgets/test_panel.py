@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from datetime import UTC, datetime
 
 import pytest
@@ -288,3 +289,19 @@ def test_restore_refuses_a_batch_and_says_when_a_prompt_was_cut(panel, ip):
     panel.restore.click()
     assert panel.prompt.value == "L" * 4000
     assert "Only the first 4,000 characters of this prompt were kept (1,003 more were sent)" in panel.status.value
+
+
+def test_restoring_a_call_whose_alias_broke_since_brings_back_its_name_and_run_says_what_is_wrong(panel, ip, tmp_path):
+    ip.run_line_magic("sagemaker", "alias add myal lmi --max-new-tokens 7")
+    ip.run_cell_magic("sagemaker", "myal", "via alias")
+    ini = tmp_path / "endpoints.ini"
+    ini.write_text(ini.read_text().replace("max_new_tokens = 7", "max_new_tokens = many"))  # edited by hand
+    panel.wait()
+    panel.history.value = panel.history.options[0][1]
+    panel.state.aliases.new_cell()  # as the next cell would: the file is read again
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the damaged alias is reported once, when read
+        panel.restore.click()
+    assert panel.state.endpoint == "myal" and panel.prompt.value == "via alias"
+    run(panel)
+    assert "alias [myal]: max_new_tokens must be an integer, not &#x27;many&#x27;" in panel.status.value
